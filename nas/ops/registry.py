@@ -1,0 +1,90 @@
+"""The ops registry: one table ``name -> constructor(C_in, C_out, stride=1)``.
+
+Every candidate operation of every search space is built here, in the supernet, in the
+derived networks and in the latency profiler, so a latency-table entry and a network layer
+are the same module measured and used.
+
+The table follows DARTS' ``OPS`` dict (one signature for every constructor), with a small
+:class:`OpSpec` beside each entry that says what the op is (family, kernel, dilation) so that
+code can reason about ops without parsing names.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+OpFactory = Callable[..., nn.Module]
+"""``factory(C_in: int, C_out: int, stride: int = 1) -> nn.Module``."""
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What a registered op is.
+
+    Attributes:
+        name: registry name, e.g. ``"resdilconv_5"``.
+        family: ``conv``, ``dilconv``, ``resconv``, ``resdilconv``, ``skip`` or ``deform``.
+        kernel: kernel size (0 for ``skip``).
+        dilation: dilation of the kernel (1 for plain, 2 for dilated ops).
+        takes_offset_feat: ``forward(x, offset_feat)`` accepts a second tensor from which the
+            op predicts its sampling offsets (deformable ops, used by the alignment module).
+        factory: the constructor.
+    """
+
+    name: str
+    family: str
+    kernel: int
+    dilation: int
+    takes_offset_feat: bool
+    factory: OpFactory
+
+    @property
+    def parameter_free(self) -> bool:
+        """True for ops that hold no weights when C_in == C_out (``skip``)."""
+        return self.family == "skip"
+
+
+_REGISTRY: dict[str, OpSpec] = {}
+
+
+def register_op(
+    name: str,
+    factory: OpFactory,
+    *,
+    family: str,
+    kernel: int = 0,
+    dilation: int = 1,
+    takes_offset_feat: bool = False,
+) -> OpSpec:
+    """Add ``name`` to the registry; re-registering a name is an error."""
+    if name in _REGISTRY:
+        raise ValueError(f"op {name!r} is already registered")
+    spec = OpSpec(name, family, kernel, dilation, takes_offset_feat, factory)
+    _REGISTRY[name] = spec
+    return spec
+
+
+def list_ops(pattern: str = "*") -> list[str]:
+    """Registered op names matching an fnmatch ``pattern``, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_op_spec(name: str) -> OpSpec:
+    """The :class:`OpSpec` of ``name``; an unknown name raises ``KeyError`` listing valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}; valid ops: {', '.join(list_ops())}") from None
+
+
+def create_op(name: str, C_in: int, C_out: int, stride: int = 1) -> nn.Module:
+    """Build op ``name`` mapping ``(B, C_in, H, W)`` to ``(B, C_out, H/stride, W/stride)``."""
+    if C_in <= 0 or C_out <= 0:
+        raise ValueError(f"op {name!r}: channels must be positive, got C_in={C_in}, C_out={C_out}")
+    if stride not in (1, 2):
+        raise ValueError(f"op {name!r}: stride must be 1 or 2, got {stride}")
+    return get_op_spec(name).factory(C_in, C_out, stride)

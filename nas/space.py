@@ -1,0 +1,180 @@
+"""Search spaces: YAML files -> validated, frozen dataclasses.
+
+A search space names the hyper-architecture's options (width, SRSM cascade count, how the
+relighting map is applied, whether the deformable alignment module is present) and, for each
+searchable slot, the candidate ops from the registry. Example (``search_spaces/crmef.yaml``)::
+
+    name: crmef
+    channels: 32
+    cascades: 2
+    relight: multiply
+    misaligned: false
+    slots:
+      srsm.feat1: [conv_1, conv_3, conv_5, conv_7, dilconv_3, dilconv_5, dilconv_7]
+      ...
+
+Slot names are fixed by the hyper-architecture (:data:`SRSM_SLOTS`, :data:`DASM_SLOTS`,
+:data:`DRM_SLOTS`); unknown keys, unknown slots and unknown ops are errors that list the valid
+choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.ops import get_op_spec, list_ops
+
+SRSM_SLOTS: tuple[str, ...] = ("srsm.feat1", "srsm.feat2", "srsm.conv")
+"""Scene relighting: feature op at full scale, op after max/avg pooling, refinement op."""
+DASM_SLOTS: tuple[str, ...] = ("dasm.l3", "dasm.l2", "dasm.l1", "dasm.cascade")
+"""Deformable alignment: pyramid levels 1/4, 1/2, 1/1, then the cascading alignment."""
+DRM_SLOTS: tuple[str, ...] = ("drm.0", "drm.1", "drm.2", "drm.3")
+"""Detail repletion: four ops with residual connections around pairs."""
+
+RELIGHT_MODES = ("multiply", "divide")
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+class SpaceError(ValueError):
+    """A search-space file or mapping is invalid; the message names the key and the file."""
+
+
+def slot_names(misaligned: bool) -> tuple[str, ...]:
+    """The slots of the hyper-architecture, in forward order."""
+    return SRSM_SLOTS + (DASM_SLOTS if misaligned else ()) + DRM_SLOTS
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """The non-searchable options shared by a space, its supernet and its derived nets.
+
+    Attributes:
+        channels: feature width C of every module.
+        cascades: SRSM sub-modules per image (the paper uses 2).
+        relight: ``"multiply"`` (I * L, the paper's Eq. 1) or ``"divide"`` (I / max(L, eps),
+            the Retinex form the detail module uses).
+        misaligned: include the deformable alignment module (DASM).
+    """
+
+    channels: int = 32
+    cascades: int = 2
+    relight: str = "multiply"
+    misaligned: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.channels, int) or self.channels < 2:
+            raise SpaceError(f"channels must be an integer >= 2, got {self.channels!r}")
+        if not isinstance(self.cascades, int) or self.cascades < 1:
+            raise SpaceError(f"cascades must be an integer >= 1, got {self.cascades!r}")
+        if self.relight not in RELIGHT_MODES:
+            raise SpaceError(f"relight must be one of {RELIGHT_MODES}, got {self.relight!r}")
+        if not isinstance(self.misaligned, bool):
+            raise SpaceError(f"misaligned must be true or false, got {self.misaligned!r}")
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return slot_names(self.misaligned)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space: architecture options and candidate ops per slot."""
+
+    name: str
+    arch: ArchConfig
+    candidates: Mapping[str, tuple[str, ...]]
+    description: str = ""
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return self.arch.slots
+
+    def with_channels(self, channels: int) -> SearchSpace:
+        """The same space at another width."""
+        return dataclasses.replace(self, arch=dataclasses.replace(self.arch, channels=channels))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            **dataclasses.asdict(self.arch),
+            "slots": {s: list(self.candidates[s]) for s in self.slots},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> SearchSpace:
+        """Validate a mapping (as read from YAML); errors name ``source`` and the bad key."""
+        if not isinstance(data, Mapping):
+            raise SpaceError(
+                f"{source}: expected a mapping at top level, got {type(data).__name__}"
+            )
+        arch_keys = {f.name for f in dataclasses.fields(ArchConfig)}
+        valid = {"name", "description", "slots"} | arch_keys
+        unknown = sorted(set(data) - valid)
+        if unknown:
+            raise SpaceError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+        if "name" not in data or "slots" not in data:
+            raise SpaceError(f"{source}: 'name' and 'slots' are required")
+        try:
+            arch = ArchConfig(**{k: data[k] for k in arch_keys if k in data})
+        except SpaceError as e:
+            raise SpaceError(f"{source}: {e}") from None
+        slots = data["slots"]
+        if not isinstance(slots, Mapping):
+            raise SpaceError(f"{source}: 'slots' must map slot names to lists of ops")
+        expected = arch.slots
+        extra = sorted(set(slots) - set(expected))
+        if extra:
+            raise SpaceError(
+                f"{source}: unknown slot(s) {extra} for misaligned={arch.misaligned}; "
+                f"valid slots: {list(expected)}"
+            )
+        missing = [s for s in expected if s not in slots]
+        if missing:
+            raise SpaceError(f"{source}: missing slot(s) {missing}")
+        candidates: dict[str, tuple[str, ...]] = {}
+        for slot in expected:
+            ops = slots[slot]
+            if isinstance(ops, str):
+                ops = [ops]
+            if not ops or not all(isinstance(o, str) for o in ops):
+                raise SpaceError(f"{source}: slot {slot!r} needs a non-empty list of op names")
+            if len(set(ops)) != len(ops):
+                raise SpaceError(f"{source}: slot {slot!r} lists an op twice: {ops}")
+            for op in ops:
+                try:
+                    get_op_spec(op)
+                except KeyError:
+                    raise SpaceError(
+                        f"{source}: slot {slot!r}: unknown op {op!r}; valid ops: {list_ops()}"
+                    ) from None
+            candidates[slot] = tuple(ops)
+        return cls(str(data["name"]), arch, candidates, str(data.get("description", "")))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SearchSpace:
+        """Load ``path``; a bare name such as ``crmef`` is looked up in ``search_spaces/``."""
+        p = Path(path)
+        if not p.exists() and not p.suffix:
+            p = SPACES_DIR / f"{p}.yaml"
+        if not p.exists():
+            shipped = sorted(f.stem for f in SPACES_DIR.glob("*.yaml"))
+            raise FileNotFoundError(f"search space {str(path)!r} not found; shipped: {shipped}")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise SpaceError(f"{p}: not valid YAML: {e}") from None
+        return cls.from_dict(data, source=str(p))
+
+
+def load_space(path_or_name: str | Path | SearchSpace) -> SearchSpace:
+    """A :class:`SearchSpace` from a path, a shipped name, or an existing space."""
+    if isinstance(path_or_name, SearchSpace):
+        return path_or_name
+    return SearchSpace.from_yaml(path_or_name)

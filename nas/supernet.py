@@ -1,0 +1,262 @@
+"""The CRMEF hyper-architecture, its continuous relaxation (``MixedOp``) and the supernet.
+
+One network class, :class:`CRMEFNet`, describes the hyper-architecture; its searchable slots
+are filled by a ``make_slot(slot, C_in, C_out)`` callable. The supernet fills every slot with
+a :class:`MixedOp` over the slot's candidates; a derived network (:func:`nas.genotype.build`)
+fills it with the single chosen op from the same registry. Forward semantics are therefore
+identical: the supernet at a one-hot alpha *is* the derived net.
+
+Data flow for a pair (under, over), RGB (B, 3, H, W) in [0, 1]::
+
+    under ─ SRSM ─ SRSM ─┐                      (cascades per image, own weights each)
+    over  ─ SRSM ─ SRSM ─┴─ [DASM: pyramid, deformable PCD alignment] ─ DRM ─ fused
+
+SRSM (scene relighting): stem conv3x3 -> slot ``srsm.feat1`` -> max+avg pool (1/2) ->
+slot ``srsm.feat2`` (2C -> C) -> slot ``srsm.conv`` (+ residual) -> upsample, conv3x3, sigmoid
+-> 3-channel illumination map L -> ``I * L`` (or ``I / L``, see ``relight`` in the space).
+DASM (misaligned spaces only): shared pyramid features of both relit images, deformable
+alignment of the under features to the over (reference) frame at 1/4, 1/2, 1/1 and a cascade
+(slots ``dasm.*``), ``F_A = A(F_U, F_O) + F_O``.
+DRM (detail repletion): stem -> slots ``drm.0..3`` with residual connections around
+(0, 1) and (2, 3) -> conv3x3, sigmoid -> map L -> ``clamp(base / L, 0, 1)``.
+
+The architecture weights of the SRSM slots are shared by all SRSM instances (the genotype has
+one op per slot *position*, as the paper's Fig. 11 and its published genotypes do); every
+instance has its own convolution weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from nas.modules import (
+    DASMMerge,
+    DASMOffset,
+    DASMPyramid,
+    DRMHead,
+    DRMStem,
+    DRMStemAligned,
+    SRSMHead,
+    SRSMPool,
+    SRSMStem,
+)
+from nas.ops import create_op, get_op_spec
+from nas.space import ArchConfig, SearchSpace, load_space
+
+SlotFactory = Callable[[str, int, int], nn.Module]
+"""``make_slot(slot_name, C_in, C_out) -> module`` mapping (B, C_in, h, w) to (B, C_out, h, w)."""
+
+
+def check_pair(under: Tensor, over: Tensor) -> None:
+    """Raise ``ValueError`` unless under/over are (B, 3, H, W) tensors of the same shape."""
+    for name, t in (("under", under), ("over", over)):
+        if not isinstance(t, Tensor) or t.dim() != 4 or t.shape[1] != 3:
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be an RGB batch of shape (B, 3, H, W), got {shape}")
+    if under.shape != over.shape:
+        raise ValueError(
+            f"under and over must have the same shape, got {tuple(under.shape)} "
+            f"and {tuple(over.shape)}"
+        )
+
+
+def _takes_offset_feat(op: nn.Module) -> bool:
+    return bool(getattr(op, "takes_offset_feat", False))
+
+
+def call_slot(op: nn.Module, x: Tensor, offset_feat: Tensor | None = None) -> Tensor:
+    """Run a slot; deformable ops (and mixed ops) also receive the offset feature."""
+    return op(x, offset_feat) if _takes_offset_feat(op) else op(x)
+
+
+class SRSM(nn.Module):
+    """Scene relighting sub-module: (B, 3, H, W) -> relit (B, 3, H, W)."""
+
+    def __init__(self, C: int, relight: str, make_slot: SlotFactory) -> None:
+        super().__init__()
+        self.stem = SRSMStem(C)
+        self.feat1 = make_slot("srsm.feat1", C, C)
+        self.pool = SRSMPool(C)
+        self.feat2 = make_slot("srsm.feat2", 2 * C, C)
+        self.conv = make_slot("srsm.conv", C, C)
+        self.head = SRSMHead(C, relight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.feat2(self.pool(self.feat1(self.stem(x))))
+        return self.head(self.conv(f), f, x)
+
+
+class DASM(nn.Module):
+    """Deformable aligning sub-module (pyramid, cascading, deformable; slots ``dasm.*``).
+
+    Aligns the under features to the over (reference) frame; returns the aligned full-scale
+    features and the reference features, both (B, C, H, W).
+    """
+
+    def __init__(self, C: int, make_slot: SlotFactory) -> None:
+        super().__init__()
+        self.pyramid = DASMPyramid(C)
+        self.off3 = DASMOffset(C, with_coarse=False)
+        self.l3 = make_slot("dasm.l3", C, C)
+        self.off2 = DASMOffset(C, with_coarse=True)
+        self.l2 = make_slot("dasm.l2", C, C)
+        self.merge2 = DASMMerge(C)
+        self.off1 = DASMOffset(C, with_coarse=True)
+        self.l1 = make_slot("dasm.l1", C, C)
+        self.merge1 = DASMMerge(C)
+        self.off_cas = DASMOffset(C, with_coarse=False)
+        self.cascade = make_slot("dasm.cascade", C, C)
+
+    def forward(self, under: Tensor, over: Tensor) -> tuple[Tensor, Tensor]:
+        nbr, ref = self.pyramid(under), self.pyramid(over)
+        o3 = self.off3(nbr[2], ref[2])
+        f3 = call_slot(self.l3, nbr[2], o3)
+        o2 = self.off2(nbr[1], ref[1], o3)
+        f2 = self.merge2(call_slot(self.l2, nbr[1], o2), f3)
+        o1 = self.off1(nbr[0], ref[0], o2)
+        f1 = self.merge1(call_slot(self.l1, nbr[0], o1), f2)
+        oc = self.off_cas(f1, ref[0])
+        return call_slot(self.cascade, f1, oc), ref[0]
+
+
+class DRM(nn.Module):
+    """Detail repletion module: four slots with residual connections, division head."""
+
+    def __init__(self, C: int, make_slot: SlotFactory, aligned_features: bool) -> None:
+        super().__init__()
+        self.stem = DRMStemAligned(C) if aligned_features else DRMStem(C)
+        self.op0 = make_slot("drm.0", C, C)
+        self.op1 = make_slot("drm.1", C, C)
+        self.op2 = make_slot("drm.2", C, C)
+        self.op3 = make_slot("drm.3", C, C)
+        self.head = DRMHead(C)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        feat, base = self.stem(a, b)
+        x0 = self.op0(feat)
+        x1 = self.op1(x0) + x0
+        x2 = self.op2(x1)
+        return self.head(self.op3(x2), x2, base)
+
+
+class CRMEFNet(nn.Module):
+    """The hyper-architecture with its slots filled by ``make_slot``.
+
+    ``forward(under, over)``: RGB (B, 3, H, W) in [0, 1], any H x W, -> fused (B, 3, H, W)
+    in [0, 1].
+    """
+
+    def __init__(self, arch: ArchConfig, make_slot: SlotFactory) -> None:
+        super().__init__()
+        self.arch = arch
+        C = arch.channels
+        self.srsm_under = nn.ModuleList(
+            SRSM(C, arch.relight, make_slot) for _ in range(arch.cascades)
+        )
+        self.srsm_over = nn.ModuleList(
+            SRSM(C, arch.relight, make_slot) for _ in range(arch.cascades)
+        )
+        self.dasm = DASM(C, make_slot) if arch.misaligned else None
+        self.drm = DRM(C, make_slot, aligned_features=arch.misaligned)
+
+    def forward(self, under: Tensor, over: Tensor) -> Tensor:
+        if not torch.fx._symbolic_trace.is_fx_symbolic_tracing():
+            check_pair(under, over)
+        for su, so in zip(self.srsm_under, self.srsm_over):
+            under, over = su(under), so(over)
+        if self.dasm is not None:
+            under, over = self.dasm(under, over)
+        return self.drm(under, over)
+
+
+class MixedOp(nn.Module):
+    """Continuous relaxation of one slot: ``sum_o softmax(alpha)_o * op_o(x)``.
+
+    The weights are read from ``weights[slot]``, a dict the owning :class:`Supernet` fills
+    with ``softmax(alpha)`` once per forward pass.
+    """
+
+    def __init__(
+        self, slot: str, candidates: tuple[str, ...], C_in: int, C_out: int, weights: dict
+    ) -> None:
+        super().__init__()
+        self.slot = slot
+        self.ops = nn.ModuleDict({name: create_op(name, C_in, C_out) for name in candidates})
+        self.takes_offset_feat = any(get_op_spec(n).takes_offset_feat for n in candidates)
+        self._weights = weights
+
+    def forward(self, x: Tensor, offset_feat: Tensor | None = None) -> Tensor:
+        w = self._weights[self.slot]
+        return sum(wi * call_slot(op, x, offset_feat) for wi, op in zip(w, self.ops.values()))
+
+    def extra_repr(self) -> str:
+        return f"slot={self.slot!r}"
+
+
+def _alpha_key(slot: str) -> str:
+    return slot.replace(".", "__")
+
+
+class Supernet(CRMEFNet):
+    """The CRMEF supernet of a search space: every slot a :class:`MixedOp`.
+
+    Architecture weights: one ``alpha`` vector per slot (``arch_parameters()``), kept apart
+    from the convolution weights (``weight_parameters()``) so each optimiser sees only its
+    own. ``alpha`` starts at 1e-3 * N(0, 1), i.e. near-uniform softmax.
+    """
+
+    def __init__(self, space: SearchSpace | str, alpha_init_std: float = 1e-3) -> None:
+        space = load_space(space)
+        weights: dict[str, Tensor] = {}
+        super().__init__(
+            space.arch,
+            lambda slot, ci, co: MixedOp(slot, space.candidates[slot], ci, co, weights),
+        )
+        self.space = space
+        self._slot_weights = weights
+        self.alphas = nn.ParameterDict(
+            {
+                _alpha_key(s): nn.Parameter(alpha_init_std * torch.randn(len(space.candidates[s])))
+                for s in space.slots
+            }
+        )
+
+    def alpha(self, slot: str) -> nn.Parameter:
+        """The architecture weights of ``slot`` (one entry per candidate, in space order)."""
+        return self.alphas[_alpha_key(slot)]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.alphas.values()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def softmax_weights(self) -> dict[str, Tensor]:
+        """``{slot: softmax(alpha)}``, differentiable w.r.t. the alphas."""
+        return {s: torch.softmax(self.alpha(s), dim=0) for s in self.space.slots}
+
+    def mixed_ops(self) -> Iterator[tuple[str, MixedOp]]:
+        """(module path, MixedOp) for every slot instance in the network."""
+        for name, m in self.named_modules():
+            if isinstance(m, MixedOp):
+                yield name, m
+
+    @torch.no_grad()
+    def set_onehot(self, choice: Mapping[str, str], margin: float = 1e4) -> None:
+        """Set alphas so softmax is exactly one-hot at ``choice[slot]`` (e.g. a genotype)."""
+        for s in self.space.slots:
+            a = self.alpha(s)
+            a.fill_(-margin)
+            a[self.space.candidates[s].index(choice[s])] = 0.0
+
+    def forward(self, under: Tensor, over: Tensor) -> Tensor:
+        self._slot_weights.clear()
+        self._slot_weights.update(self.softmax_weights())
+        try:
+            return super().forward(under, over)
+        finally:
+            self._slot_weights.clear()

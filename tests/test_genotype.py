@@ -1,0 +1,104 @@
+"""Genotype: YAML round trip, derive/build, graph, reference genotypes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+import pytest
+import torch
+
+from nas.genotype import (
+    CRMEF_GENERAL,
+    CRMEF_MISALIGNED,
+    REFERENCE_GENOTYPES,
+    Genotype,
+    GenotypeError,
+    build,
+    count_parameters,
+    derive,
+)
+from nas.supernet import Supernet
+
+
+@pytest.mark.parametrize("g", list(REFERENCE_GENOTYPES.values()), ids=list(REFERENCE_GENOTYPES))
+def test_yaml_round_trip(tmp_path: Path, g: Genotype) -> None:
+    p = tmp_path / "genotype.yaml"
+    g.to_yaml(p)
+    assert Genotype.from_yaml(p) == g
+    assert Genotype.from_yaml_text(g.to_yaml()) == g
+    assert hash(g) == hash(Genotype.from_yaml(p))
+
+
+def test_genotype_is_frozen_and_printable() -> None:
+    with pytest.raises(AttributeError):
+        CRMEF_GENERAL.space = "x"  # type: ignore[misc]
+    assert "drm.0=resdilconv_3" in str(CRMEF_GENERAL)
+    assert CRMEF_GENERAL["srsm.conv"] == "conv_3"
+
+
+def test_reference_genotypes_build_and_run() -> None:
+    for g in (CRMEF_GENERAL.with_channels(8), CRMEF_MISALIGNED.with_channels(8)):
+        net = build(g)
+        u = torch.rand(1, 3, 40, 36)
+        assert net(u, u).shape == u.shape
+
+
+def test_reference_parameter_counts_are_compact() -> None:
+    # the paper's derived nets: 0.68-1.88 M parameters at C=32/64 (their RConv has two convs)
+    n64 = count_parameters(build(CRMEF_GENERAL))
+    n32 = count_parameters(build(CRMEF_GENERAL.with_channels(32)))
+    assert 0.1e6 < n32 < n64 < 2.0e6
+    assert count_parameters(build(CRMEF_MISALIGNED)) > n64  # alignment adds the DASM
+
+
+def test_derive_takes_argmax() -> None:
+    net = Supernet("tiny")
+    with torch.no_grad():
+        for s in net.space.slots:
+            a = net.alpha(s)
+            a.zero_()
+            a[-1] = 1.0
+    g = derive(net)
+    assert g.choice == {s: net.space.candidates[s][-1] for s in net.space.slots}
+    assert g.space == "tiny" and g.arch == net.arch
+
+
+def test_networkx_graph_follows_data_flow() -> None:
+    g = CRMEF_MISALIGNED.with_channels(8).to_networkx()
+    assert isinstance(g, nx.DiGraph) and nx.is_directed_acyclic_graph(g)
+    assert {"under", "over", "output"} <= set(g.nodes)
+    assert nx.has_path(g, "under", "output") and nx.has_path(g, "over", "output")
+    assert g.nodes["dasm.l3"]["op"] == "deform_5"
+    assert g.nodes["drm.head"]["op"] == "fixed.drm_head"
+    assert g.has_edge("drm.op3", "drm.head")
+
+
+def test_unknown_op_in_file_names_file_slot_and_valid_ops(tmp_path: Path) -> None:
+    p = tmp_path / "g.yaml"
+    p.write_text(CRMEF_GENERAL.to_yaml().replace("resconv_3", "resconv_9", 1))
+    with pytest.raises(GenotypeError, match=rf"{p}.*drm\.2.*resconv_9.*valid ops"):
+        Genotype.from_yaml(p)
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda d: d.pop("ops"), "ops"),
+        (lambda d: d["ops"].pop("drm.3"), "missing"),
+        (lambda d: d.update(widht=3), "unknown key"),
+        (lambda d: d.update(channels="wide"), "channels"),
+    ],
+)
+def test_bad_genotype_mappings(edit, match: str) -> None:
+    d = CRMEF_GENERAL.to_dict()
+    edit(d)
+    with pytest.raises(GenotypeError, match=match):
+        Genotype.from_dict(d)
+
+
+def test_bad_yaml_text_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(GenotypeError, match="not valid YAML"):
+        Genotype.from_yaml_text("ops: [a,\n")
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        Genotype.from_yaml(tmp_path / "nope.yaml")

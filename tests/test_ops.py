@@ -1,0 +1,75 @@
+"""The ops registry, looped over every op (timm style)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nas.ops import DeformConvOp, Unit, create_op, get_op_spec, list_ops
+
+ALL_OPS = list_ops()
+
+
+def test_registry_has_the_crmef_candidates() -> None:
+    expected = (
+        [f"conv_{k}" for k in (1, 3, 5, 7)]
+        + [f"dilconv_{k}" for k in (3, 5, 7)]
+        + [f"resconv_{k}" for k in (3, 5, 7)]
+        + [f"resdilconv_{k}" for k in (3, 5, 7)]
+        + [f"deform_{k}" for k in (3, 5, 7)]
+        + ["skip"]
+    )
+    assert set(expected) <= set(ALL_OPS)
+    assert list_ops("deform_*") == ["deform_3", "deform_5", "deform_7"]
+
+
+@pytest.mark.parametrize("name", ALL_OPS)
+@pytest.mark.parametrize("C_in,C_out,stride", [(4, 4, 1), (4, 6, 1), (6, 4, 2)])
+def test_op_forward_backward(name: str, C_in: int, C_out: int, stride: int) -> None:
+    op = create_op(name, C_in, C_out, stride)
+    assert isinstance(op, Unit) and op.op_name == name
+    x = torch.randn(2, C_in, 37, 53, requires_grad=True)
+    y = op(x)
+    assert y.shape == (2, C_out, (37 - 1) // stride + 1, (53 - 1) // stride + 1)
+    assert torch.isfinite(y).all()
+    y.square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    for p in op.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+def test_skip_is_parameter_free_at_equal_shapes() -> None:
+    assert get_op_spec("skip").parameter_free
+    op = create_op("skip", 5, 5)
+    x = torch.randn(1, 5, 9, 9)
+    assert sum(p.numel() for p in op.parameters()) == 0
+    assert torch.equal(op(x), x)
+
+
+def test_residual_op_is_conv_plus_identity() -> None:
+    op = create_op("resconv_3", 4, 4)
+    x = torch.randn(1, 4, 11, 11)
+    conv = create_op("conv_3", 4, 4)
+    conv.load_state_dict(op.state_dict(), strict=False)
+    torch.testing.assert_close(op(x), x + conv(x))
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_deform_op_starts_as_plain_conv(k: int) -> None:
+    op = create_op(f"deform_{k}", 4, 6)
+    assert isinstance(op, DeformConvOp)
+    x = torch.randn(2, 4, 13, 17)
+    torch.testing.assert_close(op(x), op.as_conv(x), atol=1e-5, rtol=1e-5)
+    # offsets predicted from a separate feature (the alignment module's use)
+    assert op(x, torch.randn(2, 4, 13, 17)).shape == (2, 6, 13, 17)
+
+
+def test_unknown_op_lists_valid_names() -> None:
+    with pytest.raises(KeyError, match="conv_3"):
+        create_op("conv_9", 4, 4)
+
+
+@pytest.mark.parametrize("bad", [dict(C_in=0, C_out=4), dict(C_in=4, C_out=4, stride=3)])
+def test_bad_op_arguments(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        create_op("conv_3", **bad)
