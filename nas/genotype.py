@@ -10,8 +10,6 @@ same ops registry (:func:`build`), carries a supernet's weights over to that net
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from torch import nn
 from nas.ops import Unit, create_op, get_op_spec, list_ops
 from nas.space import ArchConfig, SpaceError
 from nas.supernet import CRMEFNet, Supernet
+from nas.utils import atomic_write_text
 
 
 class GenotypeError(ValueError):
@@ -218,21 +217,6 @@ def extract(supernet: Supernet, genotype: Genotype | None = None) -> CRMEFNet:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- the published reference genotypes (the authors' released derived networks) --------

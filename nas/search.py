@@ -1,0 +1,462 @@
+"""``python -m nas.search``: latency-penalised differentiable architecture search (CRMEF §III-B).
+
+Bi-level optimisation of ``min_alpha L_val(alpha; w*(alpha)) + eta * R(alpha; LAT)`` with the
+weights ``w`` trained on the training split, alternating one architecture step on a
+validation batch and one weight step on a training batch (DARTS). The latency term ``R`` is
+the supernet's expected latency under softmax(alpha), read from this device's latency table
+(:mod:`nas.latency`), normalised so that eta means the same trade-off on every device:
+
+    R(alpha) = E_alpha[LAT] / E_uniform[LAT]        (1.0 = the uniform-alpha supernet)
+    objective = L_val + eta * L_ref * R(alpha)
+
+where ``L_ref`` is the validation loss at the end of the weight warm-up (``latency_scale:
+loss``, the default; ``none`` drops it). With ``L_ref`` eta reads as "a 100 % latency
+reduction is worth eta x the current loss", independent of the device *and* of the loss's
+scale. Defaults follow the paper where it speaks (weights: SGD, cosine decay from 3e-4;
+alpha: Adam 1e-4; 10 warm-up epochs of weights only; L_Int (L1) as train and val loss).
+
+Collapse watch: each epoch logs how many slots a parameter-free op (``skip``) wins; the
+paper's remedy (warm-up before alpha moves) is the default, and ``max_skip`` (P-DARTS'
+rule) caps the number of skip ops at derivation, replacing the least confident ones by
+their best weighted op.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nas.config import from_mapping, resolve, to_dict
+from nas.engine import Batch, Engine, NonFiniteLossError
+from nas.genotype import Genotype, derive
+from nas.metrics import psnr
+from nas.ops import get_op_spec
+from nas.plot import alpha_frame, draw_alpha_heatmap
+from nas.runs import RUNS_DIR, RunDir
+from nas.space import SearchSpace, load_space
+from nas.supernet import Supernet
+from nas.utils import resolve_device, seed_everything
+
+
+@dataclass
+class SearchConfig:
+    """Settings of a search run (YAML keys = these fields)."""
+
+    space: str = "crmef"
+    channels: int | None = None
+    data: str = "synthetic"
+    device: str = "auto"
+    latency_device: str | None = None
+    latency_table: str | None = None
+    allow_foreign_table: bool = False
+    latency_input: int | None = None
+    eta: float = 0.5
+    latency_scale: str = "loss"
+    epochs: int = 50
+    warmup_epochs: int = 10
+    batch: int = 8
+    crop: int = 128
+    samples_per_epoch: int = 256
+    steps_per_epoch: int | None = None
+    eval_batches: int = 4
+    order: str = "first"
+    w_lr: float = 3e-4
+    w_lr_min: float = 0.0
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    a_lr: float = 1e-4
+    a_weight_decay: float = 1e-3
+    grad_clip: float = 5.0
+    max_skip: int | None = None
+    seed: int = 0
+    num_workers: int = 0
+    run_name: str | None = None
+    runs_dir: str = str(RUNS_DIR)
+
+    def __post_init__(self) -> None:
+        if self.order not in ("first", "second"):
+            raise ValueError(f"order must be 'first' or 'second', got {self.order!r}")
+        if self.latency_scale not in ("loss", "none"):
+            raise ValueError(f"latency_scale must be 'loss' or 'none', got {self.latency_scale!r}")
+        if self.eta < 0:
+            raise ValueError(f"eta must be >= 0, got {self.eta}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # seconds on 2 CPU cores: the demo's and CI's search
+    "tiny": dict(
+        space="tiny",
+        epochs=6,
+        warmup_epochs=2,
+        batch=4,
+        crop=48,
+        samples_per_epoch=32,
+        eval_batches=2,
+        w_lr=0.05,
+        w_lr_min=0.005,
+        a_lr=3e-2,
+        latency_input=48,
+    ),
+    # minutes on 2 CPU cores: the eta-sweep benchmark
+    "small": dict(
+        space="crmef",
+        channels=16,
+        epochs=12,
+        warmup_epochs=3,
+        batch=4,
+        crop=64,
+        samples_per_epoch=64,
+        eval_batches=4,
+        w_lr=0.05,
+        w_lr_min=0.005,
+        a_lr=1e-2,
+        latency_input=64,
+    ),
+}
+
+
+class SearchTask:
+    """One bi-level DARTS step per batch; see the module docstring."""
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        cfg: SearchConfig,
+        penalty: Any,
+        device: torch.device,
+        eval_batches: list[Batch],
+    ) -> None:
+        self.net = supernet.to(device)
+        self.cfg = cfg
+        self.penalty = penalty
+        self.device = device
+        self.eval_batches = eval_batches
+        self.w_opt = torch.optim.SGD(
+            supernet.weight_parameters(),
+            lr=cfg.w_lr,
+            momentum=cfg.w_momentum,
+            weight_decay=cfg.w_weight_decay,
+        )
+        self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.w_opt, T_max=max(cfg.epochs, 1), eta_min=cfg.w_lr_min
+        )
+        self.a_opt = torch.optim.Adam(
+            supernet.arch_parameters(),
+            lr=cfg.a_lr,
+            betas=(0.5, 0.999),
+            weight_decay=cfg.a_weight_decay,
+        )
+        self.loss_ref: float | None = None
+        self._last_penalty = float("nan")
+
+    # --- losses ------------------------------------------------------------------------
+    def _task_loss(self, batch: Batch) -> torch.Tensor:
+        return F.l1_loss(self.net(batch["under"], batch["over"]), batch["gt"])
+
+    def _latency_term(self) -> torch.Tensor:
+        if self.cfg.eta == 0 or self.penalty is None:
+            return torch.zeros((), device=self.device)
+        scale = self.loss_ref if self.cfg.latency_scale == "loss" else 1.0
+        r = self.penalty()
+        self._last_penalty = float(r.detach())
+        return self.cfg.eta * float(scale) * r
+
+    # --- engine protocol ---------------------------------------------------------------
+    def needs_val_batch(self, epoch: int) -> bool:
+        return epoch >= self.cfg.warmup_epochs
+
+    def train_step(self, batch: Batch, val_batch: Batch | None, epoch: int) -> dict[str, float]:
+        self.net.train()
+        logs: dict[str, float] = {}
+        if val_batch is not None:
+            if self.loss_ref is None:  # no warm-up: take the first validation loss
+                with torch.no_grad():
+                    self.loss_ref = float(self._task_loss(val_batch))
+            self.a_opt.zero_grad(set_to_none=True)
+            if self.cfg.order == "second":
+                logs["val_loss"] = self._unrolled_arch_grads(batch, val_batch)
+            else:
+                val_loss = self._task_loss(val_batch)
+                (val_loss + self._latency_term()).backward(inputs=self.net.arch_parameters())
+                logs["val_loss"] = float(val_loss.detach())
+            self.a_opt.step()
+        self.w_opt.zero_grad(set_to_none=True)
+        loss = self._task_loss(batch)
+        loss.backward(inputs=self.net.weight_parameters())
+        torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.cfg.grad_clip)
+        self.w_opt.step()
+        logs["train_loss"] = float(loss.detach())
+        return logs
+
+    def _unrolled_arch_grads(self, batch: Batch, val_batch: Batch) -> float:
+        """Second-order DARTS: grad_alpha L_val(w - xi grad_w L_train(w, alpha), alpha).
+
+        The implicit term ``-xi * H_{alpha,w} grad_{w'} L_val`` is the finite difference
+        ``(grad_alpha L_train(w+) - grad_alpha L_train(w-)) / (2 r)`` with
+        ``w± = w ± r grad_{w'} L_val`` and ``r = 0.01 / ||grad_{w'} L_val||`` (Liu et al. 2019).
+        """
+        weights = self.net.weight_parameters()
+        alphas = self.net.arch_parameters()
+        xi = self.w_opt.param_groups[0]["lr"]
+        wd = self.cfg.w_weight_decay
+        grads = torch.autograd.grad(self._task_loss(batch), weights, allow_unused=True)
+        backup = [p.detach().clone() for p in weights]
+        with torch.no_grad():
+            for p, g in zip(weights, grads):
+                step = (g if g is not None else torch.zeros_like(p)) + wd * p
+                buf = self.w_opt.state.get(p, {}).get("momentum_buffer")
+                if buf is not None:
+                    step = step + self.cfg.w_momentum * buf
+                p.sub_(xi * step)
+        val_loss = self._task_loss(val_batch)
+        objective = val_loss + self._latency_term()
+        out = torch.autograd.grad(objective, alphas + weights, allow_unused=True)
+        d_alpha = [g if g is not None else torch.zeros_like(a) for g, a in zip(out, alphas)]
+        d_w = [
+            g if g is not None else torch.zeros_like(p) for g, p in zip(out[len(alphas) :], weights)
+        ]
+        r = 0.01 / (torch.cat([g.flatten() for g in d_w]).norm() + 1e-12)
+
+        def alpha_grads(sign: float) -> list[torch.Tensor]:
+            with torch.no_grad():
+                for p, b, g in zip(weights, backup, d_w):
+                    p.copy_(b + sign * r * g)
+            gs = torch.autograd.grad(self._task_loss(batch), alphas, allow_unused=True)
+            return [g if g is not None else torch.zeros_like(a) for g, a in zip(gs, alphas)]
+
+        g_pos, g_neg = alpha_grads(+1.0), alpha_grads(-1.0)
+        with torch.no_grad():
+            for p, b in zip(weights, backup):
+                p.copy_(b)
+        for a, da, gp, gn in zip(alphas, d_alpha, g_pos, g_neg):
+            a.grad = da - xi * (gp - gn) / (2 * r)
+        return float(val_loss.detach())
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Supernet L1 and PSNR on the fixed evaluation batches (validation split)."""
+        self.net.eval()
+        l1, p, n = 0.0, 0.0, 0
+        for b in self.eval_batches:
+            y = self.net(b["under"].to(self.device), b["over"].to(self.device))
+            gt = b["gt"].to(self.device)
+            l1 += float(F.l1_loss(y, gt)) * len(gt)
+            p += float(psnr(y, gt).clamp(max=100).sum())
+            n += len(gt)
+        return {"eval_l1": l1 / max(n, 1), "eval_psnr": p / max(n, 1)}
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        self.w_sched.step()
+        row: dict[str, Any] = self.evaluate()
+        if epoch < self.cfg.warmup_epochs:
+            self.loss_ref = row["eval_l1"]
+        row["loss_ref"] = self.loss_ref if self.loss_ref is not None else float("nan")
+        if self.penalty is not None:
+            with torch.no_grad():
+                row["latency_norm"] = float(self.penalty())
+                row["expected_ms"] = float(self.penalty.expected_ms())
+        weights = {s: w.detach() for s, w in self.net.softmax_weights().items()}
+        ent = [float(-(w * w.clamp_min(1e-12).log()).sum()) for w in weights.values()]
+        row["alpha_entropy"] = sum(ent) / len(ent)
+        g = derive(self.net)
+        row["skip_wins"] = sum(get_op_spec(op).parameter_free for _, op in g.ops)
+        row["genotype"] = " ".join(op for _, op in g.ops)
+        for slot, w in weights.items():
+            for op, wi in zip(self.net.space.candidates[slot], w.tolist()):
+                row[f"w:{slot}:{op}"] = round(wi, 5)
+        return row
+
+    def after_checkpoint(self, run: RunDir, epoch: int, row: dict[str, Any]) -> None:
+        g = derive_genotype(self.net, self.cfg.max_skip)
+        g.to_yaml(run.path / "genotypes" / f"epoch_{epoch + 1:03d}.yaml")
+        g.to_yaml(run.path / "genotype.yaml")
+        frame = alpha_frame(
+            {
+                s: dict(zip(self.net.space.candidates[s], w.tolist()))
+                for s, w in self.net.softmax_weights().items()
+            }
+        )
+        draw_alpha_heatmap(
+            frame,
+            run.path / "alphas.png",
+            title=f"{run.path.name}: softmax(alpha), epoch {epoch + 1}",
+        )
+
+    def progress(self) -> dict[str, Any]:
+        return {"lat": self._last_penalty}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "supernet": self.net.state_dict(),
+            "w_opt": self.w_opt.state_dict(),
+            "w_sched": self.w_sched.state_dict(),
+            "a_opt": self.a_opt.state_dict(),
+            "loss_ref": self.loss_ref,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["supernet"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.w_sched.load_state_dict(state["w_sched"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        self.loss_ref = state["loss_ref"]
+
+
+def derive_genotype(supernet: Supernet, max_skip: int | None = None) -> Genotype:
+    """Argmax per slot; with ``max_skip``, at most that many parameter-free ops (P-DARTS).
+
+    Slots beyond the cap whose skip op is least confident (lowest softmax weight) get their
+    best weighted op that is not parameter-free.
+    """
+    g = derive(supernet)
+    if max_skip is None:
+        return g
+    weights = supernet.softmax_weights()
+    cand = supernet.space.candidates
+    skips = [(float(weights[s].max()), s) for s, op in g.ops if get_op_spec(op).parameter_free]
+    choice = g.choice
+    for _, slot in sorted(skips)[: max(0, len(skips) - max_skip)]:
+        ranked = sorted(zip(weights[slot].tolist(), cand[slot]), reverse=True)
+        alt = [op for _, op in ranked if not get_op_spec(op).parameter_free]
+        if alt:
+            choice[slot] = alt[0]
+    return dataclasses.replace(g, ops=tuple((s, choice[s]) for s, _ in g.ops))
+
+
+def build_space(cfg: SearchConfig) -> SearchSpace:
+    space = load_space(cfg.space)
+    return space.with_channels(cfg.channels) if cfg.channels else space
+
+
+def make_penalty(cfg: SearchConfig, supernet: Supernet, device: torch.device) -> Any:
+    """The normalised latency penalty of ``supernet`` from the latency-device's table."""
+    if cfg.eta == 0 and cfg.latency_table is None:
+        return None
+    from nas.latency import LatencyPenalty, LatencyTable
+
+    table_device = cfg.latency_device or str(device)
+    table = LatencyTable.load(
+        path=cfg.latency_table, device=table_device, allow_foreign=cfg.allow_foreign_table
+    )
+    size = cfg.latency_input or cfg.crop
+    return LatencyPenalty(supernet, table, (size, size))
+
+
+def run_search(cfg: SearchConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) a search; returns the run folder."""
+    from nas.data import build_dataset, make_loader
+    from nas.export import export_run
+
+    device = resolve_device(cfg.device)
+    space = build_space(cfg)
+    name = cfg.run_name or RunDir.new_name(f"search-{space.name}-eta{cfg.eta:g}")
+    run = RunDir(Path(cfg.runs_dir) / name, resume=resume)
+    if not resume:
+        run.save_config({**to_dict(cfg), "run_name": name, "kind": "search"})
+        (run.path / "space.yaml").write_text(_yaml(space.to_dict()))
+    seed_everything(cfg.seed)
+    supernet = Supernet(space)
+    penalty = make_penalty(cfg, supernet, device)
+    mis = space.arch.misaligned
+    train = build_dataset(cfg.data, "train", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
+    val = build_dataset(cfg.data, "val", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
+    train_loader = make_loader(
+        train, cfg.batch, shuffle=True, seed=cfg.seed, drop_last=True, num_workers=cfg.num_workers
+    )
+    val_loader = make_loader(
+        val, cfg.batch, shuffle=True, seed=cfg.seed + 1, drop_last=True, num_workers=cfg.num_workers
+    )
+    eval_loader = make_loader(val, cfg.batch, shuffle=False, seed=cfg.seed + 2)
+    eval_batches = [b for _, b in zip(range(cfg.eval_batches), eval_loader)]
+    task = SearchTask(supernet, cfg, penalty, device, eval_batches)
+    engine = Engine(run, task, train_loader, cfg.epochs, val_loader, cfg.steps_per_epoch, progress)
+    engine.fit(resume=resume)
+    export_run(run.path)
+    return run.path
+
+
+def _yaml(data: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m nas.search",
+        description="Latency-penalised differentiable architecture search (CRMEF).",
+    )
+    p.add_argument("--config", help="YAML file of settings (keys = SearchConfig fields)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="named small configurations")
+    p.add_argument("--eta", type=float, help="latency trade-off (paper: 0.5 'Ours', 1 'Ours*')")
+    p.add_argument("--space", help="search space YAML or shipped name (crmef, crmef-misaligned)")
+    p.add_argument("--data", help="'synthetic' (bundled photos), a SICE root or an image folder")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    p.add_argument(
+        "--latency-device",
+        dest="latency_device",
+        help="search for another device's latency table (e.g. cuda on a CPU)",
+    )
+    p.add_argument("--latency-table", dest="latency_table", help="explicit table CSV")
+    p.add_argument(
+        "--allow-foreign-table",
+        dest="allow_foreign_table",
+        action="store_true",
+        default=None,
+        help="accept a table profiled on another device",
+    )
+    p.add_argument(
+        "--latency-input",
+        dest="latency_input",
+        type=int,
+        help="input size the latency is predicted at (default: --crop)",
+    )
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--warmup-epochs", dest="warmup_epochs", type=int)
+    p.add_argument("--channels", type=int, choices=[8, 16, 32, 64])
+    p.add_argument("--batch", type=int)
+    p.add_argument("--crop", type=int)
+    p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
+    p.add_argument("--order", choices=["first", "second"])
+    p.add_argument("--max-skip", dest="max_skip", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-name", dest="run_name")
+    p.add_argument("--runs-dir", dest="runs_dir")
+    p.add_argument("--resume", action="store_true", help="continue the run named --run-name")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        base = None
+        if args.resume:
+            if not args.run_name:
+                raise ValueError("--resume needs --run-name (the run folder to continue)")
+            runs_dir = args.runs_dir or SearchConfig.runs_dir
+            saved = RunDir(Path(runs_dir) / args.run_name, resume=True).load_config()
+            saved = {k: v for k, v in saved.items() if k not in ("kind",)}
+            base = from_mapping(SearchConfig, saved, "saved config.yaml")
+        cfg = resolve(SearchConfig, args, PRESETS, base=base)
+        path = run_search(cfg, resume=args.resume, progress=not args.no_progress)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"search finished: {path}")
+    print((path / "genotype.yaml").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
