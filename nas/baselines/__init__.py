@@ -19,6 +19,7 @@ Further models (the CRMEF genotypes) register themselves with :func:`register_mo
 
 from __future__ import annotations
 
+from nas.baselines import crmef as _crmef  # noqa: F401  (registers crmef-*)
 from nas.baselines.ffmef import FFMEF
 from nas.baselines.hyperp_mb import HyperPMB
 from nas.baselines.lcndr import LCNDR

@@ -1,0 +1,310 @@
+"""``python -m nas.train --arch RUN_OR_NAME``: retrain a derived net or a fixed baseline.
+
+The same :class:`~nas.engine.Engine` as the search (not a copy) drives a
+:class:`TrainTask`: Adam with cosine annealing (1e-4 -> 1e-10, CRMEF §IV-A-3), flips and
+90-degree rotations, per-epoch validation metrics, best (by validation PSNR) and last
+checkpoints, resume after a kill.
+
+Losses: ``--loss paper`` (default) trains each model with its own paper's loss (CRMEF's
+L_Int + 0.75 L_Gra + 0.05 L_Dis for derived nets and the CRMEF genotypes, MEF-CL's, FFMEF's,
+LCNDR's, HyperP_MB's for the baselines); ``--loss crmef`` (or any name of
+:func:`nas.losses.build_loss`) trains every architecture with the same loss, so a comparison
+can separate the architecture from the training recipe. The adversarial term trains a
+PatchGAN critic with WGAN-GP, one critic step per generator step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.config import from_mapping, resolve, to_dict
+from nas.engine import Batch, Engine, NonFiniteLossError
+from nas.losses import build_loss, loss_for_model
+from nas.metrics import psnr, ssim
+from nas.models import ModelRefError, build_arch, resolve_model
+from nas.runs import RUNS_DIR, RunDir
+from nas.utils import resolve_device, seed_everything
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run (YAML keys = these fields)."""
+
+    arch: str = "crmef-general"
+    channels: int | None = None
+    init: str = "scratch"
+    loss: str = "paper"
+    beta1: float = 0.75
+    beta2: float = 0.05
+    data: str = "synthetic"
+    misaligned: bool | None = None
+    device: str = "auto"
+    epochs: int = 100
+    batch: int = 8
+    crop: int = 128
+    samples_per_epoch: int = 256
+    steps_per_epoch: int | None = None
+    eval_batches: int = 8
+    lr: float = 1e-4
+    lr_min: float = 1e-10
+    critic_lr: float = 1e-4
+    grad_clip: float = 5.0
+    seed: int = 0
+    num_workers: int = 0
+    run_name: str | None = None
+    runs_dir: str = str(RUNS_DIR)
+
+    def __post_init__(self) -> None:
+        if self.init not in ("scratch", "inherit"):
+            raise ValueError(f"init must be 'scratch' or 'inherit', got {self.init!r}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        epochs=3, batch=4, crop=48, samples_per_epoch=32, eval_batches=2, lr=2e-3, lr_min=1e-5
+    ),
+    "small": dict(
+        epochs=10, batch=4, crop=64, samples_per_epoch=96, eval_batches=4, lr=1e-3, lr_min=1e-6
+    ),
+}
+
+
+def loss_name(cfg: TrainConfig, model_name: str, is_registry: bool) -> str:
+    if cfg.loss != "paper":
+        return cfg.loss
+    return loss_for_model(model_name) if is_registry else "crmef"
+
+
+def make_loss(name: str, cfg: TrainConfig) -> torch.nn.Module:
+    if name == "crmef":
+        critic = "patchgan" if cfg.beta2 > 0 else None
+        return build_loss("crmef", beta1=cfg.beta1, beta2=cfg.beta2, critic=critic)
+    return build_loss(name)
+
+
+class TrainTask:
+    """Supervised (or the baselines' unsupervised) training of one fusion network."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        arch: dict[str, Any],
+        loss: torch.nn.Module,
+        cfg: TrainConfig,
+        device: torch.device,
+        eval_batches: list[Batch],
+    ) -> None:
+        self.model = model.to(device)
+        self.arch = arch
+        self.loss = loss.to(device)
+        self.cfg = cfg
+        self.device = device
+        self.eval_batches = eval_batches
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.opt, T_max=max(cfg.epochs, 1), eta_min=cfg.lr_min
+        )
+        adversarial = getattr(loss, "adversarial", None)
+        self.critic = adversarial.critic if adversarial is not None else None
+        self.critic_opt = (
+            torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, betas=(0.5, 0.9))
+            if self.critic is not None
+            else None
+        )
+        self.best_psnr = -float("inf")
+
+    def needs_val_batch(self, epoch: int) -> bool:
+        return False
+
+    def train_step(self, batch: Batch, val_batch: Batch | None, epoch: int) -> dict[str, float]:
+        self.model.train()
+        logs: dict[str, float] = {}
+        fused = self.model(batch["under"], batch["over"])
+        if self.critic is not None:
+            self.critic_opt.zero_grad(set_to_none=True)
+            c_loss = self.loss.critic_loss(fused.detach(), batch)
+            c_loss.backward()
+            self.critic_opt.step()
+            logs["critic_loss"] = float(c_loss.detach())
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss(fused, batch)
+        loss.backward(inputs=list(self.model.parameters()))
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        logs["train_loss"] = float(loss.detach())
+        return logs
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        p = s = 0.0
+        n = 0
+        for b in self.eval_batches:
+            y = self.model(b["under"].to(self.device), b["over"].to(self.device))
+            gt = b["gt"].to(self.device)
+            p += float(psnr(y, gt).clamp(max=100).sum())
+            s += float(ssim(y, gt).sum())
+            n += len(gt)
+        return {"val_psnr": p / max(n, 1), "val_ssim": s / max(n, 1)}
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        row: dict[str, Any] = {"lr": self.opt.param_groups[0]["lr"]}
+        self.sched.step()
+        if self.eval_batches:
+            row.update(self.evaluate())
+        return row
+
+    def after_checkpoint(self, run: RunDir, epoch: int, row: dict[str, Any]) -> None:
+        score = row.get("val_psnr", -float("inf"))
+        if score > self.best_psnr:
+            self.best_psnr = score
+            run.save_checkpoint(
+                {
+                    "epoch": epoch,
+                    "val_psnr": score,
+                    "task": {"model": self.model.state_dict(), "arch": self.arch},
+                },
+                "best",
+            )
+
+    def progress(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "model": self.model.state_dict(),
+            "arch": self.arch,
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "best_psnr": self.best_psnr,
+        }
+        if self.critic is not None:
+            state["critic"] = self.critic.state_dict()
+            state["critic_opt"] = self.critic_opt.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.best_psnr = state["best_psnr"]
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
+            self.critic_opt.load_state_dict(state["critic_opt"])
+
+
+def run_train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train (or resume); returns the run folder."""
+    from nas.data import build_dataset, make_loader
+
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    # --channels sets the width of the CRMEF registry models only (baselines keep their papers')
+    kwargs = {"channels": cfg.channels} if cfg.channels and cfg.arch.startswith("crmef-") else {}
+    resolved = resolve_model(cfg.arch, **kwargs)
+    is_registry = resolved.arch["kind"] == "registry"
+    model = resolved.model
+    if cfg.init == "scratch" and not is_registry:
+        model, _ = build_arch(resolved.arch)  # fresh weights for a genotype
+    lname = loss_name(cfg, resolved.name, is_registry)
+    loss = make_loss(lname, cfg)
+    safe = resolved.name.replace("/", "_")
+    name = cfg.run_name or RunDir.new_name(f"train-{safe}-{lname}")
+    run = RunDir(Path(cfg.runs_dir) / name, resume=resume)
+    if not resume:
+        run.save_config(
+            {
+                **to_dict(cfg),
+                "run_name": name,
+                "kind": "train",
+                "model": resolved.name,
+                "arch_record": resolved.arch,
+                "loss_name": lname,
+                "loss_dropped_terms": list(getattr(loss, "dropped_terms", ())),
+            }
+        )
+    dropped = getattr(loss, "dropped_terms", ())
+    if dropped:
+        print(
+            f"note: loss {lname!r} runs without {', '.join(dropped)} "
+            f"({loss.describe() if hasattr(loss, 'describe') else ''})",
+            file=sys.stderr,
+        )
+    mis = cfg.misaligned
+    if mis is None:
+        g = resolved.genotype
+        mis = bool(g is not None and g.arch.misaligned) or resolved.name == "crmef-misaligned"
+    train = build_dataset(cfg.data, "train", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
+    val = build_dataset(cfg.data, "val", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
+    loader = make_loader(
+        train, cfg.batch, shuffle=True, seed=cfg.seed, drop_last=True, num_workers=cfg.num_workers
+    )
+    eval_loader = make_loader(val, cfg.batch, shuffle=False, seed=cfg.seed + 2)
+    eval_batches = [b for _, b in zip(range(cfg.eval_batches), eval_loader)]
+    if eval_batches and "gt" not in eval_batches[0]:
+        eval_batches = []  # unlabelled data: no reference metrics
+    task = TrainTask(model, resolved.arch, loss, cfg, device, eval_batches)
+    Engine(run, task, loader, cfg.epochs, None, cfg.steps_per_epoch, progress).fit(resume=resume)
+    return run.path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nas.train", description=__doc__.split("\n")[0])
+    p.add_argument("--arch", help="baseline name, genotype.yaml, search run or model file")
+    p.add_argument("--config", help="YAML file of settings (keys = TrainConfig fields)")
+    p.add_argument("--preset", choices=sorted(PRESETS))
+    p.add_argument("--loss", help="'paper' (each model's own), 'crmef', or a loss name")
+    p.add_argument("--channels", type=int, help="width of crmef-* registry models")
+    p.add_argument(
+        "--init",
+        choices=["scratch", "inherit"],
+        help="genotypes: fresh weights (default) or the search's inherited ones",
+    )
+    p.add_argument("--data")
+    p.add_argument("--device")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--crop", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-name", dest="run_name")
+    p.add_argument("--runs-dir", dest="runs_dir")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        base = None
+        if args.resume:
+            if not args.run_name:
+                raise ValueError("--resume needs --run-name (the run folder to continue)")
+            runs_dir = args.runs_dir or TrainConfig.runs_dir
+            saved = RunDir(Path(runs_dir) / args.run_name, resume=True).load_config()
+            keep = {f for f in TrainConfig.__dataclass_fields__}
+            base = from_mapping(
+                TrainConfig, {k: v for k, v in saved.items() if k in keep}, "saved config.yaml"
+            )
+        cfg = resolve(TrainConfig, args, PRESETS, base=base)
+        path = run_train(cfg, resume=args.resume, progress=not args.no_progress)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError, RuntimeError, ModelRefError, KeyError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"training finished: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
