@@ -121,7 +121,7 @@ def test_second_order_step_runs_and_moves_alpha(tmp_path: Path) -> None:
     assert any(not torch.equal(p, b) for p, b in zip(net.weight_parameters(), weights_before))
 
 
-class _Interrupt(RuntimeError):
+class _Interrupt(Exception):
     pass
 
 

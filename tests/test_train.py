@@ -1,0 +1,122 @@
+"""Retraining on the shared engine: tiny runs, resume, losses, model references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas import train
+from nas.genotype import CRMEF_GENERAL
+from nas.models import ModelRefError, resolve_model
+from nas.runs import RunDir
+
+FAST = [
+    "--preset",
+    "tiny",
+    "--epochs",
+    "2",
+    "--crop",
+    "32",
+    "--batch",
+    "2",
+    "--samples-per-epoch",
+    "4",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
+
+
+def _run(tmp_path: Path, name: str, *extra: str) -> Path:
+    assert train.main([*FAST, "--runs-dir", str(tmp_path), "--run-name", name, *extra]) == 0
+    return tmp_path / name
+
+
+def test_genotype_trains_with_crmef_loss_and_critic(tmp_path: Path) -> None:
+    g = tmp_path / "g.yaml"
+    CRMEF_GENERAL.with_channels(8).to_yaml(g)
+    run = _run(tmp_path, "g", "--arch", str(g))
+    rows = RunDir(run, resume=True).read_metrics()
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert {"train_loss", "critic_loss", "val_psnr", "val_ssim", "lr"} <= set(rows[0])
+    assert (run / "checkpoints" / "best.pt").is_file()
+    trained = resolve_model(run)
+    assert trained.trained and trained.genotype == CRMEF_GENERAL.with_channels(8)
+    u = torch.rand(1, 3, 20, 28)
+    assert trained.model(u, u).shape == u.shape
+
+
+@pytest.mark.parametrize("arch", ["ffmef", "hyperp-mb"])
+def test_baseline_trains_with_its_paper_loss(tmp_path: Path, arch: str) -> None:
+    run = _run(tmp_path, arch, "--arch", arch)
+    cfg = RunDir(run, resume=True).load_config()
+    assert cfg["loss_name"] == arch and cfg["kind"] == "train"
+
+
+def test_same_loss_for_every_architecture(tmp_path: Path) -> None:
+    run = _run(tmp_path, "ff-crmef", "--arch", "ffmef", "--loss", "crmef")
+    assert RunDir(run, resume=True).load_config()["loss_name"] == "crmef"
+
+
+def test_mef_cl_without_vgg_weights_says_infonce_is_dropped(tmp_path: Path, capsys) -> None:
+    run = _run(tmp_path, "mefcl", "--arch", "mef-cl", "--epochs", "1")
+    assert "infonce" in capsys.readouterr().err.lower()
+    assert RunDir(run, resume=True).load_config()["loss_dropped_terms"] == ["infonce"]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path, monkeypatch) -> None:
+    args = ["--arch", "crmef-general", "--channels", "8", "--epochs", "3"]
+    full = _run(tmp_path, "full", *args)
+    original = train.TrainTask.after_checkpoint
+
+    def crash(self, run, epoch, row):
+        original(self, run, epoch, row)
+        if epoch == 0:
+            raise _Interrupt
+
+    monkeypatch.setattr(train.TrainTask, "after_checkpoint", crash)
+    with pytest.raises(_Interrupt):
+        train.main([*FAST, "--runs-dir", str(tmp_path), "--run-name", "cut", *args])
+    monkeypatch.setattr(train.TrainTask, "after_checkpoint", original)
+    assert (
+        train.main(
+            [
+                *FAST[:-1],
+                "--resume",
+                "--run-name",
+                "cut",
+                "--runs-dir",
+                str(tmp_path),
+                "--no-progress",
+                "--epochs",
+                "3",
+            ]
+        )
+        == 0
+    )
+    a = torch.load(full / "checkpoints" / "last.pt", weights_only=False)["task"]["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)
+    for k, v in a.items():
+        torch.testing.assert_close(b["task"]["model"][k], v, rtol=0, atol=0, msg=k)
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path, capsys) -> None:
+    _run(tmp_path, "once", "--arch", "ffmef", "--epochs", "1")
+    before = (tmp_path / "once" / "checkpoints" / "last.pt").read_bytes()
+    rc = train.main([*FAST, "--runs-dir", str(tmp_path), "--run-name", "once", "--arch", "ffmef"])
+    assert rc == 2 and "--resume" in capsys.readouterr().err
+    assert (tmp_path / "once" / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_unknown_model_lists_valid_names(tmp_path: Path, capsys) -> None:
+    assert train.main([*FAST, "--runs-dir", str(tmp_path), "--arch", "unet-9000"]) == 2
+    err = capsys.readouterr().err
+    assert "unet-9000" in err and "ffmef" in err and "mef-cl" in err
+    with pytest.raises(ModelRefError):
+        resolve_model(tmp_path / "missing.pt")
