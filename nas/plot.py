@@ -1,15 +1,30 @@
-"""Plots: alpha heatmaps of a search (like CRMEF's Fig. 11).
+"""Plots: alpha heatmaps of a search (like CRMEF's Fig. 11), latency-accuracy trade-offs.
 
 Each plot has a data function (tested, returns plain data / DataFrames) and a drawing function
-(matplotlib, Agg backend, PNG and optionally PDF).
+(matplotlib, Agg backend, PNG and optionally PDF)::
+
+    python -m nas.plot tradeoff results/eval/<name>/eval-<device>-<data>.csv   # latency vs PSNR
+    python -m nas.plot params   results/eval/<name>/eval-<device>-<data>.csv   # params vs PSNR
+    python -m nas.plot alphas   results/runs/<search run>                      # alpha heatmap
+
+* :func:`alpha_frame` / :func:`weights_from_row` -> :func:`draw_alpha_heatmap`;
+* :func:`tradeoff_frame` / :func:`params_frame` (with :func:`pareto_front`) ->
+  :func:`draw_tradeoff`. MEF-SSIM replaces PSNR where the table has no PSNR (data without
+  ground truth).
 """
 
 from __future__ import annotations
 
+import argparse
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
+import yaml
 
 
 def alpha_frame(weights: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
@@ -90,3 +105,389 @@ def draw_alpha_heatmap(
         written.append(out)
     plt.close(fig)
     return written
+
+
+# --- evaluation tables: latency / params vs quality -------------------------------------
+
+BASELINE_NAMES: frozenset[str] = frozenset({"mef-cl", "ffmef", "lcndr", "hyperp-mb"})
+"""The fixed baselines of the registry (used when an eval table has no ``group`` column)."""
+GROUP_STYLE: dict[str, tuple[str, str]] = {
+    "baseline": ("tab:blue", "s"),
+    "crmef": ("tab:green", "D"),
+    "searched": ("tab:red", "o"),
+    "derived": ("tab:purple", "^"),
+}
+_ETA_IN_NAME = re.compile(r"(?:^|[-_])eta(\d+(?:\.\d+)?(?:e-?\d+)?)(?:$|[-_])", re.IGNORECASE)
+
+
+class PlotInputError(ValueError):
+    """A table or run folder cannot be plotted; the message names the file and the problem."""
+
+
+def pareto_front(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    minimize_x: bool = True,
+    maximize_y: bool = True,
+) -> pd.Series:
+    """Boolean mask (aligned with ``df.index``) of the rows no other row dominates.
+
+    A row is dominated when another row is at least as good in both ``x`` and ``y`` and
+    strictly better in one (default: lower ``x``, higher ``y``). Rows with a NaN in ``x`` or
+    ``y`` are never on the front; identical points are all on it.
+    """
+    for c in (x, y):
+        if c not in df.columns:
+            raise KeyError(f"column {c!r} not in the table (columns: {list(df.columns)})")
+    xs = pd.to_numeric(df[x], errors="coerce").to_numpy(dtype=float)
+    ys = pd.to_numeric(df[y], errors="coerce").to_numpy(dtype=float)
+    if not minimize_x:
+        xs = -xs
+    if not maximize_y:
+        ys = -ys
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    mask = np.zeros(len(df), dtype=bool)
+    for i in np.flatnonzero(ok):
+        others = ok.copy()
+        others[i] = False
+        better_eq = (xs <= xs[i]) & (ys >= ys[i])
+        strictly = (xs < xs[i]) | (ys > ys[i])
+        mask[i] = not np.any(others & better_eq & strictly)
+    return pd.Series(mask, index=df.index, name="is_pareto")
+
+
+def quality_column(eval_df: pd.DataFrame) -> str:
+    """``psnr`` when the table has PSNR values (data with ground truth), else ``mef_ssim``."""
+    if "psnr" in eval_df.columns and pd.to_numeric(eval_df["psnr"], errors="coerce").notna().any():
+        return "psnr"
+    if "mef_ssim" in eval_df.columns:
+        return "mef_ssim"
+    raise PlotInputError(
+        f"the table has neither a psnr nor a mef_ssim column (columns: {list(eval_df.columns)})"
+    )
+
+
+def _eta_from_name(name: str) -> float:
+    m = _ETA_IN_NAME.search(str(name))
+    return float(m.group(1)) if m else float("nan")
+
+
+def _infer_group(row: pd.Series) -> str:
+    name = str(row.get("name", ""))
+    if str(row.get("kind", "")) == "registry" or name in BASELINE_NAMES:
+        return "crmef" if name.startswith("crmef-") else "baseline"
+    if name.startswith("crmef-"):
+        return "crmef"
+    return "searched" if np.isfinite(row["eta"]) else "derived"
+
+
+def _scatter_frame(eval_df: pd.DataFrame, x: str, quality: str | None) -> pd.DataFrame:
+    if "name" not in eval_df.columns or x not in eval_df.columns:
+        raise PlotInputError(
+            f"the table needs columns 'name' and {x!r} (columns: {list(eval_df.columns)})"
+        )
+    q = quality or quality_column(eval_df)
+    if q not in eval_df.columns:
+        raise PlotInputError(f"quality column {q!r} not in the table")
+    out = pd.DataFrame(
+        {
+            "name": eval_df["name"].astype(str),
+            x: pd.to_numeric(eval_df[x], errors="coerce").astype(float),
+            "quality": pd.to_numeric(eval_df[q], errors="coerce").astype(float),
+        },
+        index=eval_df.index,
+    )
+    eta = (
+        pd.to_numeric(eval_df["eta"], errors="coerce").astype(float)
+        if "eta" in eval_df.columns
+        else pd.Series(np.nan, index=eval_df.index)
+    )
+    out["eta"] = [
+        e if np.isfinite(e) else _eta_from_name(n) for e, n in zip(eta.tolist(), out["name"])
+    ]
+    if "group" in eval_df.columns:
+        groups = eval_df["group"].astype(str).tolist()
+        out["group"] = [
+            "searched" if g == "derived" and np.isfinite(e) else g
+            for g, e in zip(groups, out["eta"])
+        ]
+    else:
+        tmp = pd.concat([eval_df.drop(columns=["eta"], errors="ignore"), out[["eta"]]], axis=1)
+        out["group"] = [_infer_group(r) for _, r in tmp.iterrows()]
+    out["is_pareto"] = pareto_front(out, x, "quality")
+    out = out[["name", x, "quality", "is_pareto", "eta", "group"]].reset_index(drop=True)
+    out.attrs["quality"] = q
+    return out
+
+
+def tradeoff_frame(eval_df: pd.DataFrame, quality: str | None = None) -> pd.DataFrame:
+    """Latency-accuracy data of an evaluation table (:mod:`nas.evaluate`).
+
+    Args:
+        eval_df: the eval CSV as a DataFrame (columns ``name``, ``latency_ms``, ``psnr`` and/or
+            ``mef_ssim``; ``eta``, ``group``, ``kind`` used when present).
+        quality: the quality column (default: :func:`quality_column`).
+
+    Returns:
+        Columns ``name, latency_ms, quality, is_pareto, eta, group``: ``is_pareto`` marks the
+        front of lower latency and higher quality; ``eta`` is the search's trade-off weight
+        (the table's ``eta``, else parsed from a run name like ``search-crmef-eta0.5``, else
+        NaN); ``group`` is ``baseline``, ``crmef``, ``searched`` (eta known) or ``derived``.
+        ``attrs["quality"]`` names the quality column.
+    """
+    return _scatter_frame(eval_df, "latency_ms", quality)
+
+
+def params_frame(eval_df: pd.DataFrame, quality: str | None = None) -> pd.DataFrame:
+    """Like :func:`tradeoff_frame` with ``params`` instead of ``latency_ms`` (fewer is better)."""
+    return _scatter_frame(eval_df, "params", quality)
+
+
+def read_eval_csv(path: str | Path) -> pd.DataFrame:
+    """An evaluation table written by ``python -m nas.evaluate``; clear errors otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise PlotInputError(f"evaluation table {p} does not exist")
+    try:
+        df = pd.read_csv(p)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise PlotInputError(f"evaluation table {p} cannot be read as CSV: {e}") from None
+    if df.empty:
+        raise PlotInputError(f"evaluation table {p} has no rows")
+    return df
+
+
+def _eval_caption(csv_path: Path) -> str:
+    """``device, data, latency settings`` from the ``meta.yaml`` next to an eval CSV."""
+    meta_file = csv_path.parent / "meta.yaml"
+    try:
+        meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else None
+        lat, data = meta["latency"], meta["data"]
+        crop = "full" if data["crop"] is None else f"{data['crop']}px crops"
+        return (
+            f"{meta['device']['device_fingerprint']} | batch {lat['batch']} x "
+            f"{lat['resolution'][0]}x{lat['resolution'][1]} | {data['spec']} {data['split']} "
+            f"({data['images']} images, {crop})"
+        )
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return ""
+
+
+_LABELS = {
+    "psnr": "PSNR (dB)",
+    "mef_ssim": "MEF-SSIM",
+    "ssim": "SSIM",
+    "fsim": "FSIM",
+    "qabf": "Q^AB/F",
+    "latency_ms": "measured latency (ms, median)",
+    "params": "parameters",
+}
+_SHORT = {"latency_ms": "latency", "params": "parameters", "psnr": "PSNR", "mef_ssim": "MEF-SSIM"}
+
+
+def _save_figure(fig: Any, path: str | Path, formats: Sequence[str]) -> list[Path]:
+    from nas.utils import atomic_write
+
+    base = Path(path)
+    if base.suffix.lower() in (".png", ".pdf", ".svg"):
+        base = base.with_suffix("")
+    written = []
+    for fmt in formats:
+        out = base.parent / f"{base.name}.{fmt}"
+        atomic_write(out, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=150))
+        written.append(out)
+    return written
+
+
+def draw_tradeoff(
+    frame: pd.DataFrame,
+    path: str | Path,
+    x: str = "latency_ms",
+    title: str = "",
+    caption: str = "",
+    formats: Sequence[str] = ("png", "pdf"),
+    log_x: bool | None = None,
+) -> list[Path]:
+    """Scatter of ``frame`` (from :func:`tradeoff_frame` / :func:`params_frame`).
+
+    Each model is a labelled point coloured by group; the searched nets are joined by a line
+    in eta order; the Pareto front is circled and drawn as a dashed staircase.
+
+    Args:
+        frame: columns ``name, <x>, quality, is_pareto, eta, group``.
+        path: output path; the suffix is replaced by each of ``formats``.
+        x: the x column (``latency_ms`` or ``params``).
+        log_x: logarithmic x axis (default: when the x values span more than 20x).
+
+    Returns:
+        The written files.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    q = frame.attrs.get("quality", "quality")
+    data = frame[np.isfinite(frame[x]) & np.isfinite(frame["quality"])]
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for group, sub in data.groupby("group", sort=False):
+        color, marker = GROUP_STYLE.get(str(group), ("tab:gray", "o"))
+        ax.scatter(sub[x], sub["quality"], c=color, marker=marker, s=42, label=group, zorder=3)
+    searched = data[np.isfinite(data["eta"])].sort_values("eta")
+    if len(searched) >= 2:
+        ax.plot(
+            searched[x],
+            searched["quality"],
+            color=GROUP_STYLE["searched"][0],
+            lw=1.2,
+            alpha=0.7,
+            zorder=2,
+            label="searched, eta order",
+        )
+    front = data[data["is_pareto"]].sort_values(x)
+    if len(front):
+        ax.scatter(
+            front[x],
+            front["quality"],
+            s=170,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1.1,
+            zorder=4,
+            label="Pareto front",
+        )
+        if len(front) >= 2:
+            ax.step(front[x], front["quality"], where="post", color="black", ls="--", lw=0.8)
+    for _, r in data.iterrows():
+        label = r["name"] + (f" (eta={r['eta']:g})" if np.isfinite(r["eta"]) else "")
+        ax.annotate(
+            label,
+            (r[x], r["quality"]),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=7,
+        )
+    xs = data[x][data[x] > 0]
+    if log_x is None:
+        log_x = len(xs) >= 2 and float(xs.max()) / float(xs.min()) > 20
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(_LABELS.get(x, x) + ", lower is better")
+    ax.set_ylabel(_LABELS.get(q, q) + ", higher is better")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(title, fontsize=9)
+    if caption:
+        fig.text(0.01, 0.005, caption, fontsize=6, color="dimgray", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.03 if caption else 0, 1, 1))
+    try:
+        return _save_figure(fig, path, formats)
+    finally:
+        plt.close(fig)
+
+
+def run_alpha_frame(run: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The alpha weights of a search run's last ``metrics.csv`` row, as :func:`alpha_frame`.
+
+    Returns:
+        ``(frame, last row)``.
+    """
+    p = Path(run)
+    metrics = p / "metrics.csv"
+    if not metrics.is_file():
+        raise PlotInputError(f"{p} is not a search run folder: {metrics} does not exist")
+    try:
+        df = pd.read_csv(metrics)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise PlotInputError(f"{metrics} cannot be read as CSV: {e}") from None
+    if df.empty:
+        raise PlotInputError(f"{metrics} has no rows yet (no finished epoch)")
+    row = df.iloc[-1].to_dict()
+    weights = weights_from_row(row)
+    if not weights:
+        raise PlotInputError(
+            f"{metrics} has no 'w:<slot>:<op>' columns: is {p} a search run (not a training run)?"
+        )
+    return alpha_frame(weights), row
+
+
+# --- CLI ---------------------------------------------------------------------------------
+
+
+def _default_out(csv_path: Path, kind: str) -> Path:
+    return csv_path.with_name(f"{csv_path.stem}-{kind}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m nas.plot",
+        description="Latency-accuracy and params-accuracy plots of an evaluation table, "
+        "alpha heatmaps of a search run (PNG and PDF).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, what in (
+        ("tradeoff", "measured latency vs PSNR (MEF-SSIM without ground truth)"),
+        ("params", "parameters vs PSNR (MEF-SSIM without ground truth)"),
+    ):
+        s = sub.add_parser(name, help=what, description=what)
+        s.add_argument("eval_csv", metavar="EVAL_CSV", help="a CSV from python -m nas.evaluate")
+        s.add_argument("--out", help="output path without suffix (default: next to the CSV)")
+        s.add_argument(
+            "--quality", help="quality column (default: psnr, else mef_ssim)", default=None
+        )
+        s.add_argument("--log-x", dest="log_x", action="store_true", default=None)
+        s.add_argument("--formats", nargs="+", default=["png", "pdf"])
+    s = sub.add_parser("alphas", help="alpha heatmap of a search run (last metrics row)")
+    s.add_argument("run", metavar="RUN", help="a search run folder")
+    s.add_argument("--out", help="output path without suffix (default: RUN/alphas-last)")
+    s.add_argument("--formats", nargs="+", default=["png", "pdf"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        bad = [f for f in args.formats if f not in ("png", "pdf", "svg")]
+        if bad:
+            raise PlotInputError(f"unsupported format(s) {bad}; use png, pdf or svg")
+        if args.command == "alphas":
+            run = Path(args.run)
+            frame, row = run_alpha_frame(run)
+            epoch = row.get("epoch")
+            title = f"{run.name}: softmax(alpha)" + (
+                f", epoch {epoch}" if epoch is not None else ""
+            )
+            out = Path(args.out) if args.out else run / "alphas-last"
+            written = draw_alpha_heatmap(frame, out, title=title, formats=args.formats)
+        else:
+            csv_path = Path(args.eval_csv)
+            df = read_eval_csv(csv_path)
+            make = tradeoff_frame if args.command == "tradeoff" else params_frame
+            untrained = 0
+            if "trained" in df.columns:
+                untrained = int((~df["trained"].astype(str).str.lower().isin(["true", "1"])).sum())
+            frame = make(df, args.quality)
+            x = "latency_ms" if args.command == "tradeoff" else "params"
+            out = Path(args.out) if args.out else _default_out(csv_path, args.command)
+            written = draw_tradeoff(
+                frame,
+                out,
+                x=x,
+                title=f"{_SHORT[x]} vs {_SHORT.get(frame.attrs['quality'], 'quality')}"
+                + (f" ({untrained} untrained: quality meaningless)" if untrained else ""),
+                caption=_eval_caption(csv_path),
+                formats=args.formats,
+                log_x=args.log_x,
+            )
+    except (PlotInputError, KeyError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for w in written:
+        print(f"wrote {w}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

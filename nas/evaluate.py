@@ -1,0 +1,897 @@
+"""``python -m nas.evaluate --models RUN_OR_NAME ...``: one comparison table of fusion networks.
+
+For every model (a registry name, a genotype.yaml, a search or training run folder or a model
+``.pt``; see :mod:`nas.models`) one row with
+
+* **quality** on one split of one data set: PSNR, SSIM, MS-SSIM, FSIM (only when the data has
+  ground truth), MEF-SSIM and Q^AB/F (always; computed from the two inputs), each the mean
+  over all evaluated images (:func:`nas.metrics.compute_all`, outputs clamped to [0, 1]);
+* **size and arithmetic** at the latency resolution, per image (batch 1): parameters, MACs
+  counted by thop (:func:`nas.flops.count_macs_thop`) and FLOPs counted by torch's
+  ``FlopCounterMode`` with bilinear interpolation and deformable sampling included
+  (:func:`nas.flops.count_flops`);
+* **measured latency** (ms, median; p10 and p90 too) at ``latency_size`` x ``latency_size``
+  and ``latency_batch``, with the profiler's harness (:func:`nas.latency.measure_networks`:
+  eval mode, ``torch.inference_mode()``, pinned threads, warm-up, ``time_fn``). All models are
+  measured in the same run, interleaved in ``rounds`` passes over all models, so background
+  load drifts affect every model alike;
+* **speed-up** of each model against the fastest *baseline* of the same run (the registry
+  models that are not ``crmef-*``: MEF-CL, FFMEF, LCNDR, HyperP_MB): ``latency(fastest
+  baseline) / latency(model)``, so the fastest baseline has 1.0 and larger is faster;
+* for derived networks (genotypes, the CRMEF nets) the **predicted latency** from this
+  device's latency table (:func:`nas.latency.predict`), when a table at this batch with rows
+  at this resolution exists; otherwise empty, with the reason in ``meta.yaml``.
+
+Example (trained runs of two baselines and two searched nets, CPU, 128x128, batch 1)::
+
+    python -m nas.evaluate --models results/runs/train-ffmef-* results/runs/train-mef-cl-* \
+        results/runs/train-search-eta0.5 results/runs/train-search-eta1 --device cpu
+
+Untrained models (registry names, genotype files, a search run's inherited weights) are
+refused unless ``allow_untrained`` / ``--allow-untrained``: their quality numbers say nothing
+about the architecture. Allowed, they are flagged (column ``trained``, a warning, a note under
+the Markdown table).
+
+Output (atomic writes): ``results/eval/<name>/eval-<device-fingerprint>-<data>.csv`` and
+``.md`` plus ``meta.yaml`` (device, torch version, data spec, split, crop, number of images,
+latency resolution, batch, warm-up, repetitions, rounds, threads, table used, notes). The
+Markdown table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+
+from nas.models import ModelRefError, ResolvedModel, resolve_model
+from nas.utils import atomic_write_text
+
+__all__ = [
+    "BASELINE_GROUP",
+    "QUALITY_COLUMNS",
+    "UntrainedModelError",
+    "default_out_dir",
+    "eval_file_stem",
+    "evaluate_models",
+    "main",
+    "markdown_table",
+    "model_group",
+    "search_eta",
+    "write_eval",
+]
+
+EVAL_DIR = Path("results") / "eval"
+BASELINE_GROUP = "baseline"
+QUALITY_COLUMNS: tuple[str, ...] = ("psnr", "ssim", "ms_ssim", "fsim", "mef_ssim", "qabf")
+"""Metric columns of the table (``nas.metrics`` names); the reference ones are NaN without GT."""
+COLUMNS: tuple[str, ...] = (
+    "name",
+    "kind",
+    "group",
+    "trained",
+    "eta",
+    *QUALITY_COLUMNS,
+    "params",
+    "macs",
+    "flops",
+    "latency_ms",
+    "latency_p10_ms",
+    "latency_p90_ms",
+    "predicted_ms",
+    "speedup",
+    "images",
+    "genotype",
+    "source",
+)
+_MD_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("name", "model"),
+    ("kind", "kind"),
+    ("trained", "trained"),
+    ("psnr", "PSNR"),
+    ("ssim", "SSIM"),
+    ("fsim", "FSIM"),
+    ("mef_ssim", "MEF-SSIM"),
+    ("qabf", "Q^AB/F"),
+    ("params", "params"),
+    ("macs", "MACs (G)"),
+    ("flops", "FLOPs (G)"),
+    ("latency_ms", "latency (ms)"),
+    ("predicted_ms", "predicted (ms)"),
+    ("speedup", "speed-up"),
+)
+
+
+class UntrainedModelError(ValueError):
+    """Untrained models were given without ``allow_untrained``; the message names them."""
+
+
+Log = Callable[[str], None]
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+# --- model bookkeeping -------------------------------------------------------------------
+
+
+def model_group(resolved: ResolvedModel) -> str:
+    """``baseline`` (a fixed registry model: MEF-CL, FFMEF, LCNDR, HyperP_MB), ``crmef`` (the
+    paper's published genotypes from the registry), ``searched`` (a genotype that comes from a
+    search run) or ``derived`` (any other genotype)."""
+    arch = resolved.arch or {}
+    if arch.get("kind") == "registry":
+        return "crmef" if str(arch.get("name", "")).startswith("crmef-") else BASELINE_GROUP
+    return "searched" if _search_config(resolved.source) is not None else "derived"
+
+
+def _read_config(folder: Path) -> dict[str, Any] | None:
+    f = folder / "config.yaml"
+    if not f.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(f.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def _search_config(source: str | Path, _depth: int = 0) -> dict[str, Any] | None:
+    """The ``config.yaml`` of the search run that ``source`` (a model reference) comes from.
+
+    Follows a search run folder, a genotype file inside one (``genotype.yaml``,
+    ``genotypes/epoch_*.yaml``, ``derived_init.pt``) and a training run whose ``arch`` is one
+    of those (best effort: a relative ``arch`` is taken relative to the working directory).
+    """
+    if _depth > 3 or not source:
+        return None
+    p = Path(str(source))
+    candidates = [p] if p.is_dir() else [p.parent, p.parent.parent]
+    if p.is_dir() and p.name == "checkpoints":
+        candidates = [p.parent]
+    if p.is_file() and p.parent.name == "checkpoints":
+        candidates = [p.parent.parent]
+    for folder in candidates:
+        cfg = _read_config(folder)
+        if cfg is None:
+            continue
+        if cfg.get("kind") == "search":
+            return cfg
+        if cfg.get("kind") == "train" and cfg.get("arch"):
+            return _search_config(cfg["arch"], _depth + 1)
+        return None
+    return None
+
+
+def search_eta(resolved: ResolvedModel) -> float:
+    """The eta of the search run the model's genotype comes from (NaN when unknown)."""
+    cfg = _search_config(resolved.source)
+    if cfg is None or cfg.get("eta") is None:
+        return float("nan")
+    try:
+        return float(cfg["eta"])
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def resolve_models(
+    refs: Sequence[str | Path | ResolvedModel],
+    channels: int | None = None,
+    model_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[ResolvedModel]:
+    """Resolve every reference (already resolved models pass through); row names made unique.
+
+    Args:
+        refs: model references or :class:`~nas.models.ResolvedModel`.
+        channels: width of the ``crmef-*`` registry models (the fixed baselines keep their
+            papers' widths, as in ``nas.train --channels``).
+        model_kwargs: ``{registry name: {keyword: value}}`` for registry models.
+
+    Raises:
+        ModelRefError: a reference cannot be resolved (the message lists the valid names).
+        ValueError: no model; ``channels`` without a ``crmef-*`` name; ``model_kwargs`` for a
+            name that is not among ``refs``.
+    """
+    from nas.baselines import is_model
+
+    if not refs:
+        raise ValueError("no model to evaluate: give at least one RUN_OR_NAME")
+    per_name = {str(k): dict(v) for k, v in (model_kwargs or {}).items()}
+    names = {str(r) for r in refs if not isinstance(r, ResolvedModel)}
+    unused = sorted(set(per_name) - names)
+    if unused:
+        raise ValueError(
+            f"model_kwargs for {unused}, which are not among the models {sorted(names)}"
+        )
+    if channels is not None and not any(n.startswith("crmef-") and is_model(n) for n in names):
+        raise ValueError(
+            f"--channels sets the width of the crmef-* registry models; none given "
+            f"({sorted(names)})"
+        )
+    out: list[ResolvedModel] = []
+    for ref in refs:
+        if isinstance(ref, ResolvedModel):
+            out.append(ref)
+            continue
+        kw: dict[str, Any] = {}
+        if is_model(str(ref)):
+            kw = dict(per_name.get(str(ref), {}))
+            if channels is not None and str(ref).startswith("crmef-"):
+                kw.setdefault("channels", int(channels))
+        out.append(resolve_model(ref, **kw))
+    seen: dict[str, int] = {}
+    for r in out:  # unique row names
+        n = seen.get(r.name, 0) + 1
+        seen[r.name] = n
+        if n > 1:
+            r.name = f"{r.name}#{n}"
+    return out
+
+
+def _is_derived(model: torch.nn.Module) -> bool:
+    arch = getattr(model, "arch", None)
+    return arch is not None and hasattr(arch, "channels") and hasattr(arch, "misaligned")
+
+
+def _genotype_text(r: ResolvedModel) -> str:
+    g = r.genotype
+    if g is None and (r.arch or {}).get("kind") == "registry":
+        from nas.genotype import REFERENCE_GENOTYPES
+
+        g = REFERENCE_GENOTYPES.get(str(r.arch.get("name")))
+    if g is None:
+        return ""
+    width = getattr(getattr(r.model, "arch", None), "channels", g.arch.channels)
+    return f"C{width}: " + " ".join(op for _, op in g.ops)
+
+
+# --- the parts of the evaluation -----------------------------------------------------------
+
+
+def _eval_dataset(
+    data: str | Path,
+    split: str,
+    crop: int | None,
+    misaligned: bool,
+    seed: int,
+    max_images: int | None,
+) -> torch.utils.data.Dataset:
+    from nas.data import build_dataset
+
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be >= 1, got {max_images}")
+    ds = build_dataset(data, split, crop, misaligned, seed)
+    n = len(ds)  # type: ignore[arg-type]
+    if n == 0:
+        raise ValueError(f"data {str(data)!r}, split {split!r}: no images")
+    if max_images is not None and max_images < n:
+        ds = torch.utils.data.Subset(ds, range(max_images))
+    return ds
+
+
+def measure_quality(
+    models: Sequence[ResolvedModel],
+    dataset: torch.utils.data.Dataset,
+    device: torch.device,
+    batch_size: int = 4,
+    log: Log = _quiet,
+) -> tuple[list[dict[str, float]], int, bool]:
+    """Mean metrics per model over ``dataset`` (each batch loaded once, run through every model).
+
+    Returns:
+        ``(per-model {metric: mean}, number of images, whether the data had ground truth)``.
+    """
+    from nas.data import make_loader
+    from nas.metrics import compute_all
+
+    loader = make_loader(dataset, batch_size, shuffle=False)
+    sums: list[dict[str, float]] = [{} for _ in models]
+    n_img = 0
+    has_gt = True
+    nets = [r.model.to(device).eval() for r in models]
+    with torch.inference_mode():
+        for bi, batch in enumerate(loader):
+            under = batch["under"].to(device)
+            over = batch["over"].to(device)
+            gt = batch.get("gt")
+            has_gt = has_gt and gt is not None
+            gt = gt.to(device) if gt is not None else None
+            b = int(under.shape[0])
+            for r, net, acc in zip(models, nets, sums):
+                try:
+                    fused = net(under, over).float().clamp(0, 1)
+                except Exception as e:  # noqa: BLE001 - name the model and images
+                    names = batch.get("name", [])
+                    raise RuntimeError(
+                        f"model {r.name} failed on images {list(names)[:4]} of shape "
+                        f"{tuple(under.shape)}: {type(e).__name__}: {e}"
+                    ) from e
+                m = compute_all(fused, under.float(), over.float(), gt.float() if has_gt else None)
+                for k, v in m.items():
+                    acc[k] = acc.get(k, 0.0) + v * b
+            n_img += b
+            log(f"  quality: batch {bi + 1}/{len(loader)} ({n_img} images)")
+    if n_img == 0:
+        raise ValueError("the evaluation data yielded no images")
+    means = [{k: v / n_img for k, v in acc.items()} for acc in sums]
+    if not has_gt:  # a batch without GT drops reference metrics for all
+        ref = {"psnr", "ssim", "ms_ssim", "fsim", "lpips"}
+        means = [{k: v for k, v in m.items() if k not in ref} for m in means]
+    return means, n_img, has_gt
+
+
+def measure_size(model: torch.nn.Module, size: int) -> tuple[dict[str, float], str | None]:
+    """``{params, macs, flops}`` per image at ``size`` x ``size``; a counter that fails gives
+    NaN and a reason."""
+    from nas.flops import count_flops, count_macs_thop, count_params
+
+    out: dict[str, float] = {"params": float(count_params(model))}
+    problems = []
+    cpu = model.to("cpu")
+    try:
+        out["macs"] = float(count_macs_thop(cpu, (size, size), 1))
+    except Exception as e:  # noqa: BLE001 - report, keep the row
+        out["macs"] = float("nan")
+        problems.append(f"thop: {type(e).__name__}: {e}")
+    try:
+        out["flops"] = float(count_flops(cpu, (size, size), 1).total_flops)
+    except Exception as e:  # noqa: BLE001
+        out["flops"] = float("nan")
+        problems.append(f"FlopCounterMode: {type(e).__name__}: {e}")
+    return out, "; ".join(problems) or None
+
+
+def _load_table(
+    device: torch.device,
+    threads: int,
+    batch: int,
+    size: int,
+    path: str | Path | None,
+    allow_foreign: bool,
+) -> tuple[Any, str | None]:
+    """This device's latency table for ``batch`` (preferably profiled at ``size``), or the
+    reason there is none."""
+    from nas.latency import LatencyTable, LatencyTableError
+
+    try:
+        if path is not None:
+            table = LatencyTable.load(path=path, device=str(device), allow_foreign=allow_foreign)
+            if table.batch != batch:
+                return None, (
+                    f"latency table {path} is at batch {table.batch}, the measurement at batch "
+                    f"{batch}; profile one with --batch {batch}"
+                )
+            return table, None
+        kw = dict(device=str(device), allow_foreign=allow_foreign, threads=threads, batch=batch)
+        try:
+            return LatencyTable.load(input_size=(size, size), **kw), None
+        except LatencyTableError as exact:
+            try:  # a table at another input size may still hold the rows this size needs
+                other = LatencyTable.load(**kw)
+            except LatencyTableError:
+                return None, str(exact)
+            return other, (
+                f"no table profiled at {size}x{size}; using {other.path} (profiled at "
+                f"{other.meta.get('input_size')}), whose rows may not cover this size. {exact}"
+            )
+    except LatencyTableError as e:
+        return None, str(e)
+
+
+def _predict_all(
+    models: Sequence[ResolvedModel],
+    table: Any,
+    size: int,
+) -> tuple[list[float], dict[str, str]]:
+    from nas.latency import MissingLatencyEntry, predict
+
+    preds: list[float] = []
+    reasons: dict[str, str] = {}
+    for r in models:
+        if not _is_derived(r.model):
+            preds.append(float("nan"))
+            continue
+        try:
+            net = r.model.to("cpu")
+            target = r.genotype if r.genotype is not None else net
+            preds.append(float(predict(target, (size, size), table)))
+        except (MissingLatencyEntry, KeyError, ValueError) as e:
+            preds.append(float("nan"))
+            reasons[r.name] = str(e).strip("'\"")
+    return preds, reasons
+
+
+def _nan_to_none(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+# --- the library entry point -------------------------------------------------------------
+
+
+def evaluate_models(
+    refs: Sequence[str | Path | ResolvedModel],
+    data: str | Path = "synthetic",
+    split: str = "test",
+    crop: int | None = 128,
+    max_images: int | None = None,
+    *,
+    batch_size: int = 4,
+    misaligned: bool = False,
+    device: str | torch.device | None = None,
+    latency_size: int = 128,
+    latency_batch: int = 1,
+    reps: int = 50,
+    rounds: int = 5,
+    warmup: int = 5,
+    threads: int | None = None,
+    allow_untrained: bool = False,
+    latency_table: str | Path | None = None,
+    allow_foreign_table: bool = False,
+    seed: int = 0,
+    channels: int | None = None,
+    model_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    log: Log | None = None,
+) -> pd.DataFrame:
+    """Evaluate models on quality, size, FLOPs and latency in one run (module docstring).
+
+    Args:
+        refs: model references (:func:`nas.models.resolve_model`) or resolved models.
+        data: ``"synthetic"`` or a data path (:func:`nas.data.build_dataset`).
+        split: ``train``, ``val``, ``test`` or ``all``.
+        crop: central crop size of the evaluated images; ``None``: full images (then one
+            image per batch, as full images differ in size).
+        max_images: evaluate at most this many images (the first ones, in order).
+        batch_size: images per forward pass for the quality metrics.
+        misaligned: warp one input by a random homography (misaligned evaluation data).
+        device: ``cpu``, ``cuda``, ``cuda:N``; None: CUDA when present, else CPU. Quality and
+            latency run on it.
+        latency_size, latency_batch: input ``(latency_batch, 3, S, S)`` of the latency
+            measurement; params, MACs and FLOPs are counted per image at ``S x S``.
+        reps: timed calls per model in total, split over ``rounds`` interleaved passes.
+        warmup: untimed calls per model before its first round (1 before later rounds).
+        threads: CPU threads during the measurement (default: torch's current setting).
+        allow_untrained: evaluate untrained models (flagged) instead of refusing them.
+        latency_table, allow_foreign_table: an explicit table for the predicted latency, and
+            accepting another device's table.
+        seed: data seed (crop positions, synthetic exposures, homographies).
+        channels: width of the ``crmef-*`` registry models given by name.
+        model_kwargs: ``{registry name: {keyword: value}}`` for registry models given by name.
+        log: progress messages (e.g. ``print``); None: silent.
+
+    Returns:
+        One row per model with the columns of :data:`COLUMNS` (metric columns that do not
+        apply are NaN). ``df.attrs["meta"]`` describes the run (what ``meta.yaml`` holds).
+
+    Raises:
+        ModelRefError: unknown model reference. UntrainedModelError: untrained model without
+        ``allow_untrained``. ValueError / FileNotFoundError: bad data or settings.
+    """
+    from nas.data import describe_spec
+    from nas.data.base import check_split
+    from nas.latency import ProfileSettings, device_info, measure_networks, resolve_device
+
+    log = log or _quiet
+    check_split(split)
+    if crop is not None and crop < 1:
+        raise ValueError(f"crop must be >= 1 (or None for full images), got {crop}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if reps < 1 or rounds < 1 or warmup < 0:
+        raise ValueError(
+            f"need reps >= 1, rounds >= 1, warmup >= 0; got {reps}, {rounds}, {warmup}"
+        )
+    if latency_size < 4 or latency_batch < 1:
+        raise ValueError(
+            f"need latency_size >= 4 and latency_batch >= 1, got {latency_size}, {latency_batch}"
+        )
+    data_kind = describe_spec(data)  # FileNotFoundError / ValueError for a bad path
+    dev = resolve_device(None if str(device) == "auto" else device)
+    n_threads = torch.get_num_threads() if threads is None else int(threads)
+    if n_threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+
+    models = resolve_models(refs, channels, model_kwargs)
+    untrained = [r.name for r in models if not r.trained]
+    if untrained and not allow_untrained:
+        raise UntrainedModelError(
+            f"untrained model(s): {', '.join(untrained)}. Their quality numbers would say "
+            "nothing about the architecture: pass a training run folder (or its model .pt) "
+            "for each, e.g. `python -m nas.train --arch NAME` first, or --allow-untrained "
+            "(allow_untrained=True) to evaluate them anyway, flagged"
+        )
+    if untrained:
+        msg = (
+            f"WARNING: untrained model(s) {', '.join(untrained)}: random weights, their "
+            "quality numbers are meaningless (latency, params and FLOPs are valid)"
+        )
+        warnings.warn(msg, stacklevel=2)
+        log(msg)
+    t_start = time.perf_counter()
+
+    # 1) params / MACs / FLOPs (CPU, per image at the latency resolution)
+    sizes, notes = [], {}
+    for r in models:
+        log(f"counting params/MACs/FLOPs: {r.name}")
+        s, problem = measure_size(r.model, latency_size)
+        sizes.append(s)
+        if problem:
+            notes[r.name] = problem
+
+    # 2) quality on the chosen split
+    ds = _eval_dataset(data, split, crop, misaligned, seed, max_images)
+    log(f"quality: {len(ds)} image(s) of {data} ({data_kind}, split {split})")  # type: ignore[arg-type]
+    quality, n_img, has_gt = measure_quality(
+        models, ds, dev, batch_size if crop is not None else 1, log
+    )
+
+    # 3) measured latency, all models interleaved in the same run
+    settings = ProfileSettings(
+        device=str(dev),
+        batch=latency_batch,
+        input_size=(latency_size, latency_size),
+        warmup=warmup,
+        reps=reps,
+        rounds=min(rounds, reps),
+        threads=n_threads,
+        seed=seed,
+    )
+    log(
+        f"latency: {len(models)} model(s), {latency_batch}x3x{latency_size}x{latency_size}, "
+        f"{reps} reps in {settings.rounds} rounds, {warmup} warm-up, {n_threads} thread(s)"
+    )
+    stats = measure_networks([r.model for r in models], settings)
+
+    # 4) predicted latency of derived nets from this device's table
+    table, table_note = _load_table(
+        dev, n_threads, latency_batch, latency_size, latency_table, allow_foreign_table
+    )
+    if table is not None:
+        preds, pred_reasons = _predict_all(models, table, latency_size)
+    else:
+        preds, pred_reasons = [float("nan")] * len(models), {}
+
+    rows = []
+    for r, q, s, st, pr in zip(models, quality, sizes, stats, preds):
+        row: dict[str, Any] = {
+            "name": r.name,
+            "kind": (r.arch or {}).get("kind", "?"),
+            "group": model_group(r),
+            "trained": bool(r.trained),
+            "eta": search_eta(r),
+        }
+        row.update({k: q.get(k, float("nan")) for k in QUALITY_COLUMNS})
+        row.update(s)
+        row.update(
+            latency_ms=st.median_ms,
+            latency_p10_ms=st.p10_ms,
+            latency_p90_ms=st.p90_ms,
+            predicted_ms=pr,
+            images=n_img,
+            genotype=_genotype_text(r),
+            source=r.source,
+        )
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    for c in ("params", "macs", "flops", "images"):
+        df[c] = df[c].round().astype("Int64")  # counts; <NA> where a counter failed
+    base = df[df["group"] == BASELINE_GROUP]
+    fastest = None
+    if len(base):
+        i = base["latency_ms"].idxmin()
+        fastest = str(df.loc[i, "name"])
+        df["speedup"] = float(df.loc[i, "latency_ms"]) / df["latency_ms"]
+    else:
+        df["speedup"] = float("nan")
+
+    info = device_info(dev, n_threads)
+    meta: dict[str, Any] = {
+        "tool": "python -m nas.evaluate",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": info,
+        "torch": torch.__version__,
+        "data": {
+            "spec": str(data),
+            "kind": data_kind,
+            "split": split,
+            "crop": crop,
+            "full_images": crop is None,
+            "misaligned": bool(misaligned),
+            "seed": seed,
+            "images": n_img,
+            "max_images": max_images,
+            "ground_truth": bool(has_gt),
+            "quality_batch": batch_size if crop is not None else 1,
+            "metrics": "batch means weighted by batch size = mean over all images; outputs "
+            "clamped to [0, 1]"
+            + ("" if has_gt else "; no ground truth: PSNR/SSIM/MS-SSIM/FSIM left empty"),
+        },
+        "size": {
+            "resolution": [latency_size, latency_size],
+            "batch": 1,
+            "macs": "thop (modules only), multiply-accumulates per image",
+            "flops": "torch FlopCounterMode + bilinear interpolation + deformable sampling, "
+            "per image (2 FLOPs per MAC)",
+        },
+        "latency": {
+            "resolution": [latency_size, latency_size],
+            "batch": latency_batch,
+            "reps": reps,
+            "rounds": settings.rounds,
+            "warmup": warmup,
+            "threads": n_threads,
+            "dtype": "float32",
+            "statistic": "median over all reps (p10, p90 also given), ms per batch",
+            "harness": "nas.latency.measure_networks: eval(), torch.inference_mode(), pinned "
+            "threads, warm-up, time_fn (perf_counter per call"
+            + (", cuda.synchronize around it)" if dev.type == "cuda" else ")")
+            + "; all models interleaved round by round in the same run",
+            "seconds_total": None,
+        },
+        "speedup": {
+            "definition": "latency_ms(fastest baseline) / latency_ms(model); > 1 is faster",
+            "baselines": [str(n) for n in base["name"]],
+            "reference": fastest,
+            "note": None if fastest else "no baseline (non-crmef registry model) evaluated",
+        },
+        "predicted_latency": {
+            "table": str(table.path) if table is not None and table.path else None,
+            "table_device": table.device_fingerprint if table is not None else None,
+            "reason": table_note,
+            "not_predicted": pred_reasons,
+            "note": "only derived nets (genotypes, crmef-*) are predicted",
+        },
+        "untrained": untrained,
+        "size_notes": notes,
+        "models": {r.name: {"source": r.source, "arch": _yaml_safe(r.arch)} for r in models},
+    }
+    meta["latency"]["seconds_total"] = round(time.perf_counter() - t_start, 2)
+    df.attrs["meta"] = meta
+    return df
+
+
+def _yaml_safe(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _yaml_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_yaml_safe(x) for x in v]
+    if isinstance(v, float):
+        return _nan_to_none(v)
+    if v is None or type(v) in (bool, int, str):
+        return v
+    if isinstance(v, bool | int):
+        return int(v)
+    return str(v)
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _slug(text: str, max_len: int = 40) -> str:
+    t = re.sub(r"[^a-z0-9.]+", "-", str(text).lower()).strip("-")
+    return t[:max_len].rstrip("-") or "x"
+
+
+def data_slug(meta: Mapping[str, Any]) -> str:
+    """``synthetic-test-c128`` / ``<folder>-test-full`` (+ ``-mis``, ``-n<max_images>``)."""
+    d = meta["data"]
+    spec = str(d["spec"])
+    name = "synthetic" if d["kind"] == "synthetic" else _slug(Path(spec).name or spec)
+    parts = [name, str(d["split"]), "full" if d["crop"] is None else f"c{d['crop']}"]
+    if d.get("misaligned"):
+        parts.append("mis")
+    if d.get("max_images"):
+        parts.append(f"n{d['images']}")
+    return "-".join(parts)
+
+
+def eval_file_stem(meta: Mapping[str, Any]) -> str:
+    """``eval-<device-fingerprint>-<data>-s<latency size>-b<latency batch>``."""
+    lat = meta["latency"]
+    fp = meta["device"]["device_fingerprint"]
+    return f"eval-{fp}-{data_slug(meta)}-s{lat['resolution'][0]}-b{lat['batch']}"
+
+
+def default_out_dir(names: Sequence[str]) -> Path:
+    """``results/eval/<model names joined by _>`` (shortened with a hash when long)."""
+    joined = "_".join(_slug(n, 24) for n in names)
+    if len(joined) > 64:
+        h = hashlib.sha1(joined.encode()).hexdigest()[:8]
+        joined = f"{joined[:55].rstrip('_-')}-{h}"
+    return EVAL_DIR / joined
+
+
+def _fmt(v: Any, col: str) -> str:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return ""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if col == "trained":
+        return "yes" if bool(v) else "**NO**"
+    if col == "params":
+        return f"{int(v):,}"
+    if col in ("macs", "flops"):
+        return f"{float(v) / 1e9:.3f}"
+    if col in ("latency_ms", "predicted_ms"):
+        return f"{float(v):.2f}" if float(v) < 100 else f"{float(v):.1f}"
+    if col == "speedup":
+        return f"{float(v):.2f}x"
+    if col == "psnr":
+        return f"{float(v):.2f}"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v).replace("|", "\\|")
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """The table as GitHub Markdown (selected columns, units in the headers) with a caption
+    line from ``df.attrs["meta"]`` and a note on untrained models."""
+    cols = [(c, h) for c, h in _MD_COLUMNS if c in df.columns]
+    if "psnr" in df.columns and df["psnr"].isna().all():
+        cols = [(c, h) for c, h in cols if c not in ("psnr", "ssim", "fsim")]
+    if "predicted_ms" in df.columns and df["predicted_ms"].isna().all():
+        cols = [(c, h) for c, h in cols if c != "predicted_ms"]
+    lines = [
+        "| " + " | ".join(h for _, h in cols) + " |",
+        "|" + "|".join("---" if c in ("name", "kind") else "---:" for c, _ in cols) + "|",
+    ]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c], c) for c, _ in cols) + " |")
+    meta = df.attrs.get("meta") or {}
+    out = []
+    if meta:
+        d, lat = meta["data"], meta["latency"]
+        crop = "full images" if d["crop"] is None else f"{d['crop']}x{d['crop']} crops"
+        out.append(
+            f"Device `{meta['device']['device_fingerprint']}` ({meta['device'].get('device_name')}"
+            f"), torch {meta['torch']}. Quality: {d['images']} image(s) of `{d['spec']}` "
+            f"({d['kind']}, split {d['split']}, {crop}"
+            + (", misaligned" if d.get("misaligned") else "")
+            + f"). Latency: median of {lat['reps']} reps ({lat['rounds']} interleaved rounds, "
+            f"{lat['warmup']} warm-up) at batch {lat['batch']} x "
+            f"{lat['resolution'][0]}x{lat['resolution'][1]}, {lat['threads']} thread(s); "
+            f"params/MACs/FLOPs per image at that resolution."
+        )
+        ref = meta.get("speedup", {}).get("reference")
+        out.append(
+            f"Speed-up: latency of the fastest baseline ({ref}) / latency of the model."
+            if ref
+            else "Speed-up: no baseline in this run."
+        )
+        out.append("")
+    out += lines
+    if "trained" in df.columns and not df["trained"].all():
+        bad = ", ".join(df.loc[~df["trained"].astype(bool), "name"])
+        out += [
+            "",
+            f"**UNTRAINED: {bad}** -- random weights, quality numbers are meaningless.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def write_eval(df: pd.DataFrame, out_dir: str | Path, argv: Sequence[str] | None = None) -> dict:
+    """Write ``<stem>.csv``, ``<stem>.md`` and ``meta.yaml`` atomically into ``out_dir``.
+
+    Returns:
+        ``{"csv": Path, "md": Path, "meta": Path}``.
+    """
+    out = Path(out_dir)
+    meta = dict(df.attrs.get("meta") or {})
+    if argv is not None:
+        meta["command"] = "python -m nas.evaluate " + " ".join(argv)
+    stem = eval_file_stem(meta) if meta else "eval"
+    meta["files"] = {"csv": f"{stem}.csv", "md": f"{stem}.md"}
+    flat = df.copy()
+    flat.attrs = {}
+    texts = {  # everything serialised before anything is written
+        "csv": (out / f"{stem}.csv", flat.to_csv(index=False)),
+        "md": (out / f"{stem}.md", markdown_table(df)),
+        "meta": (out / "meta.yaml", yaml.safe_dump(_yaml_safe(meta), sort_keys=False)),
+    }
+    return {k: atomic_write_text(path, text) for k, (path, text) in texts.items()}
+
+
+# --- CLI ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m nas.evaluate",
+        description="Quality, params/MACs/FLOPs and measured latency of fusion networks, "
+        "one table from one run.",
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        required=True,
+        metavar="RUN_OR_NAME",
+        help="registry names, genotype .yaml, search/training run folders or model .pt files",
+    )
+    p.add_argument("--data", default="synthetic", help="'synthetic' or a data path")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--crop", type=int, default=128, help="central crop size (default 128)")
+    g.add_argument("--full", action="store_true", help="full images (one per batch)")
+    p.add_argument("--max-images", dest="max_images", type=int, help="evaluate at most N images")
+    p.add_argument("--batch", type=int, default=4, help="images per batch for quality")
+    p.add_argument("--misaligned", action="store_true", help="misaligned evaluation data")
+    p.add_argument("--channels", type=int, help="width of crmef-* registry models")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
+    p.add_argument("--latency-size", dest="latency_size", type=int, default=128)
+    p.add_argument("--latency-batch", dest="latency_batch", type=int, default=1)
+    p.add_argument("--reps", type=int, default=50, help="timed calls per model (all rounds)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved passes over all models")
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls per model")
+    p.add_argument("--threads", type=int, help="CPU threads while timing (default: torch's)")
+    p.add_argument("--latency-table", dest="latency_table", help="table CSV for predictions")
+    p.add_argument("--allow-foreign-table", dest="allow_foreign_table", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default: results/eval/<model names>)")
+    p.add_argument(
+        "--allow-untrained",
+        dest="allow_untrained",
+        action="store_true",
+        help="evaluate untrained models (flagged) instead of refusing them",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+
+    def log(msg: str) -> None:
+        if not args.quiet or msg.startswith("WARNING"):
+            print(msg, file=sys.stderr, flush=True)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="WARNING: untrained")
+            df = evaluate_models(
+                args.models,
+                args.data,
+                args.split,
+                None if args.full else args.crop,
+                args.max_images,
+                batch_size=args.batch,
+                misaligned=args.misaligned,
+                device=args.device,
+                latency_size=args.latency_size,
+                latency_batch=args.latency_batch,
+                reps=args.reps,
+                rounds=args.rounds,
+                warmup=args.warmup,
+                threads=args.threads,
+                allow_untrained=args.allow_untrained,
+                latency_table=args.latency_table,
+                allow_foreign_table=args.allow_foreign_table,
+                seed=args.seed,
+                channels=args.channels,
+                log=log,
+            )
+        out = Path(args.out) if args.out else default_out_dir(list(df["name"]))
+        paths = write_eval(df, out, argv)
+    except (ModelRefError, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown_table(df))
+    print(f"wrote {paths['csv']}, {paths['md'].name}, {paths['meta'].name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
