@@ -1,27 +1,77 @@
-"""``python -m nas.export RUN``: derive and export the compact network of a search run.
+"""``python -m nas.export``: derive a search run's network, or export any model for deployment.
 
-From the run's last complete checkpoint: the genotype (``genotype.yaml``), the derived
-network's weights inherited from the supernet (``derived_init.pt``: a state dict plus the
-genotype, the starting point for retraining), and ``export.yaml`` with its parameter count,
-MACs (thop) and FLOPs (torch's FlopCounterMode, interpolation and deformable sampling
-counted), and the latency predicted by this device's table.
+**Search runs** (``python -m nas.export RUN``, the default behaviour): from the run's last
+complete checkpoint, the genotype (``genotype.yaml``), the derived network's weights inherited
+from the supernet (``derived_init.pt``: a state dict plus the genotype, the starting point for
+retraining), and ``export.yaml`` with its parameter count, MACs (thop) and FLOPs (torch's
+FlopCounterMode, interpolation and deformable sampling counted), and the latency predicted by
+this device's table.
+
+**Deployable files** (``python -m nas.export --model RUN_OR_NAME --format FORMAT [--out PATH]``;
+any model reference of :func:`nas.models.resolve_model`: a training run, a model file, a
+genotype, a search run, a registry name such as ``ffmef``). ``RUN --format F`` derives first,
+then exports the derived network. Formats:
+
+* ``state-dict`` (``.pt``): :func:`nas.models.save_model`'s ``{"arch", "state_dict", ...}``;
+  the file alone rebuilds the network (``resolve_model(file)``); needs this package to load.
+* ``torch-export`` (``.pt2``): a ``torch.export`` program (``torch.export.load(f).module()``,
+  no ``nas`` import needed), exported with automatic dynamic batch, height and width
+  (``Dim.AUTO``: the dimensions that the model's code does not force to a constant stay
+  dynamic; which ones did is reported). The architecture record and model metadata are
+  attached as extra files ``arch.json`` / ``meta.json`` (``torch.export.load(f,
+  extra_files={"arch.json": ""})``).
+* ``onnx`` (``.onnx``): ``torch.onnx.export`` of that same program (dynamo exporter; the
+  TorchScript exporter as a fallback), dynamic axes as above, the architecture record in the
+  model's ``metadata_props``. Needs the optional ``onnx`` and ``onnxscript`` packages
+  (``pip install .[export]``); the check runs with ``onnxruntime`` when installed.
+
+Every export is **checked** against the eager model on random pairs at two sizes (the export
+example, batch 2 x 64 x 96, and batch 1 x 72 x 100, a different size, to prove the dynamic
+dimensions): the max abs difference is printed and written to ``<out>.check.yaml`` with the
+dynamic dimensions, the versions and the architecture. Exit codes: 0 exported and within
+``--tol``; 1 the export failed or the check exceeded ``--tol`` (the reason is printed and
+written to the check file); 2 a usage error (bad model reference, missing optional package).
+
+Deformable convolutions: :func:`nas.ops.deform_conv.deform_conv2d` loops over the batch and
+over blocks of positions in Python and casts sizes to ``float``, which ``torch.export``
+specialises to the example's shapes; while exporting, :mod:`nas.ops.deform` calls
+:func:`deform_conv2d_exportable` instead (the same sampling, written with
+``F.grid_sample``; exported ONNX maps it to ``GridSample``), so the misaligned networks export
+with dynamic shapes. The check compares against the original implementation.
+
+Known limits (every format checked on the registry models; see the check files): LCNDR's
+``torch-export`` program only accepts widths / heights for which its internal padding to a
+multiple of 8 is zero, as the example's (the crop ``fused[..., :h, :w]`` makes ``torch.export``
+specialise on it), so its check fails at 72 x 100 and the command exits 1; its ONNX file runs
+at any size but keeps the example's branch of the attention's token cap (inputs above about
+512 x 512 are not pooled before attending as the eager model does). Every other registry
+network exports to all three formats with dynamic batch, height and width.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import os
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import yaml
+from torch import Tensor, nn
 
 from nas.genotype import Genotype, count_parameters, extract
 from nas.runs import RunDir, RunError
 from nas.space import SearchSpace
 from nas.supernet import Supernet
-from nas.utils import atomic_torch_save, atomic_write_text
+from nas.utils import atomic_torch_save, atomic_write, atomic_write_text
 
 
 def load_search_run(path: str | Path) -> tuple[RunDir, Supernet, dict[str, Any]]:
@@ -94,17 +144,441 @@ def export_run(path: str | Path, max_skip: int | None = None) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nas.export", description=__doc__)
-    p.add_argument("run", help="a search run folder (results/runs/<name>)")
-    p.add_argument("--max-skip", type=int, help="cap parameter-free ops at derivation")
-    args = p.parse_args(argv)
+# --- deployable exports ------------------------------------------------------------------
+
+FORMATS = ("state-dict", "torch-export", "onnx")
+"""Export formats of ``--format``."""
+SUFFIXES = {"state-dict": ".pt", "torch-export": ".pt2", "onnx": ".onnx"}
+CHECK_SHAPES = ((2, 3, 64, 96), (1, 3, 72, 100))
+"""Check inputs: the export example (batch 2: torch.export specialises sizes 0 and 1) and a
+second, different size (its batch is the example's when the batch dimension is static)."""
+DEFAULT_TOL = 1e-4
+"""Largest max abs difference from the eager model accepted by the check (``--tol``)."""
+
+
+class ExportError(RuntimeError):
+    """A format cannot be exported for a model (or its check failed); the message says why."""
+
+
+class MissingDependencyError(ExportError):
+    """An optional package the format needs is not installed."""
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def deform_conv2d_exportable(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """:func:`nas.ops.deform_conv.deform_conv2d` without Python loops or size casts.
+
+    Same arguments, layout and boundary rule (each bilinear neighbour outside the image
+    contributes zero: ``F.grid_sample`` with zero padding, ``align_corners=False``). Every tap
+    of every offset group is sampled with one ``grid_sample`` call, the samples are multiplied
+    by the mask and contracted with the weights. Built only from ops that ``torch.export`` keeps
+    symbolic in the batch and spatial sizes, and that ONNX has (``GridSample``).
+    """
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    dh, dw = _pair(dilation)
+    B, C, H, W = input.shape
+    C_out, Cpg, kh, kw = weight.shape
+    K = kh * kw
+    og = offset.shape[1] // (2 * K)
+    groups = C // Cpg
+    H_out, W_out = offset.shape[-2:]
+    dev, dt = input.device, input.dtype
+    ys = torch.arange(H_out, device=dev, dtype=dt) * sh - ph
+    xs = torch.arange(W_out, device=dev, dtype=dt) * sw - pw
+    ki = torch.arange(kh, device=dev, dtype=dt) * dh
+    kj = torch.arange(kw, device=dev, dtype=dt) * dw
+    base_y = (ki.view(kh, 1, 1, 1) + ys.view(1, 1, -1, 1)).expand(kh, kw, H_out, W_out)
+    base_x = (kj.view(1, kw, 1, 1) + xs.view(1, 1, 1, -1)).expand(kh, kw, H_out, W_out)
+    off = offset.reshape(B, og, K, 2, H_out, W_out)
+    py = off[:, :, :, 0] + base_y.reshape(1, 1, K, H_out, W_out)
+    px = off[:, :, :, 1] + base_x.reshape(1, 1, K, H_out, W_out)
+    # pixel index p -> normalised coordinate (2 p + 1) / size - 1 (align_corners=False)
+    gy = (2.0 * py + 1.0) / H - 1.0
+    gx = (2.0 * px + 1.0) / W - 1.0
+    grid = torch.stack([gx, gy], dim=-1).reshape(B * og, K * H_out, W_out, 2)
+    x = input.reshape(B * og, C // og, H, W)
+    samples = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    samples = samples.reshape(B, og, C // og, K, H_out, W_out)
+    if mask is not None:
+        samples = samples * mask.reshape(B, og, 1, K, H_out, W_out)
+    cols = samples.reshape(B, groups, Cpg * K, H_out * W_out)  # channel c = g * Cpg + i
+    w = weight.reshape(groups, C_out // groups, Cpg * K)
+    out = torch.matmul(w.unsqueeze(0), cols).reshape(B, C_out, H_out, W_out)
+    if bias is not None:
+        out = out + bias.view(1, C_out, 1, 1)
+    return out
+
+
+@contextlib.contextmanager
+def exportable_ops() -> Iterator[None]:
+    """Inside the block, deformable ops use :func:`deform_conv2d_exportable`."""
+    import nas.ops.deform as deform_module
+
+    original = deform_module.deform_conv2d
+    deform_module.deform_conv2d = deform_conv2d_exportable
     try:
-        report = export_run(args.run, args.max_skip)
-    except (RunError, FileNotFoundError, ValueError) as e:
+        yield
+    finally:
+        deform_module.deform_conv2d = original
+
+
+def check_pair_inputs(shape: tuple[int, ...], seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A reproducible random (under, over) pair: under in [0, 0.5), over in [0.5, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(shape, generator=g) * 0.5
+    o = torch.rand(shape, generator=g) * 0.5 + 0.5
+    return u, o
+
+
+def _short(e: BaseException, limit: int = 600) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}{' ...' if len(text) > limit else ''}"
+
+
+class PairModule(nn.Module):
+    """Exports ``model(under, over)`` with the two inputs declared to have the same shape.
+
+    ``torch.export``'s automatic dynamic dimensions give every input its own symbols; a model
+    that never compares the two shapes (LCNDR pads each input by its own size) would then be
+    specialised where the symbols meet. The ``torch._check`` calls unify them.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, under: Tensor, over: Tensor) -> Tensor:
+        for i in range(4):
+            torch._check(under.shape[i] == over.shape[i])
+        return self.model(under, over)
+
+
+def export_program(model: nn.Module, example: tuple[Tensor, Tensor]) -> Any:
+    """``torch.export`` the model with automatic dynamic batch / H / W (see module docstring)."""
+    auto = torch.export.Dim.AUTO
+    spec = {0: auto, 2: auto, 3: auto}
+    with exportable_ops():
+        return torch.export.export(
+            PairModule(model), example, dynamic_shapes=(spec, spec), strict=False
+        )
+
+
+def program_dynamic_dims(program: Any) -> dict[str, bool]:
+    """Which of batch / height / width of the first input the exported program keeps symbolic."""
+    user = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user:
+            shape = node.meta["val"].shape
+            return {
+                k: isinstance(shape[i], torch.SymInt)
+                for k, i in (("batch", 0), ("height", 2), ("width", 3))
+            }
+    return {"batch": False, "height": False, "width": False}
+
+
+def _check_shapes(dynamic: dict[str, bool]) -> list[tuple[int, ...]]:
+    first, second = CHECK_SHAPES
+    if not dynamic.get("batch", True):
+        second = (first[0], *second[1:])
+    return [first, second]
+
+
+def _compare(eager: nn.Module, run: Any, shapes: list[tuple[int, ...]]) -> list[dict[str, Any]]:
+    """Max abs difference of ``run(u, o)`` from ``eager(u, o)`` on a random pair per shape."""
+    rows = []
+    for i, shape in enumerate(shapes):
+        u, o = check_pair_inputs(shape, seed=i)
+        with torch.no_grad():
+            ref = eager(u, o)
+            try:
+                got = torch.as_tensor(run(u, o))
+            except Exception as e:  # noqa: BLE001 - report which size fails and why
+                rows.append({"shape": list(shape), "max_abs_diff": None, "error": _short(e)})
+                continue
+        if tuple(got.shape) != tuple(ref.shape):
+            err = f"output shape {tuple(got.shape)} != eager {tuple(ref.shape)}"
+            rows.append({"shape": list(shape), "max_abs_diff": None, "error": err})
+            continue
+        diff = float((got.float() - ref.float()).abs().max())
+        rows.append({"shape": list(shape), "max_abs_diff": diff})
+    return rows
+
+
+def _readable(path: Path) -> None:
+    """Exported files are for sharing: ``rw-r--r--`` (temporary files are created ``rw-------``)."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o644)
+
+
+def _write_report(out: Path, report: dict[str, Any]) -> None:
+    """Write ``report`` (made YAML-safe: tuples become lists) to ``<out>.check.yaml``."""
+    plain = json.loads(json.dumps(report, default=str))
+    path = atomic_write_text(Path(f"{out}.check.yaml"), yaml.safe_dump(plain, sort_keys=False))
+    _readable(path)
+
+
+def _default_out(ref: str, name: str, fmt: str) -> Path:
+    p = Path(ref)
+    if p.is_dir():
+        return p / "export" / f"model{SUFFIXES[fmt]}"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "model"
+    return Path("exports") / f"{safe}{SUFFIXES[fmt]}"
+
+
+def _meta(resolved: Any) -> dict[str, Any]:
+    return {
+        "name": resolved.name,
+        "source": resolved.source,
+        "trained": bool(resolved.trained),
+        "arch": resolved.arch,
+        "input": "under, over: RGB (B, 3, H, W) float32 in [0, 1]",
+        "output": "fused RGB (B, 3, H, W) float32 in [0, 1]",
+    }
+
+
+def _write_state_dict(resolved: Any, out: Path) -> Any:
+    from nas.models import resolve_model, save_model
+
+    extra = {k: v for k, v in _meta(resolved).items() if k in ("name", "source", "trained")}
+    if resolved.genotype is not None:
+        extra["genotype"] = resolved.genotype.to_dict()
+    save_model(out, resolved.model, resolved.arch, **extra)
+    _readable(out)
+    reloaded = resolve_model(out).model.eval()
+    return reloaded, {"batch": True, "height": True, "width": True}, {}
+
+
+def _write_torch_export(resolved: Any, out: Path) -> Any:
+    program = export_program(resolved.model, check_pair_inputs(CHECK_SHAPES[0]))
+    meta = _meta(resolved)
+    extra = {"arch.json": json.dumps(resolved.arch), "meta.json": json.dumps(meta)}
+    atomic_write(out, lambda f: torch.export.save(program, f, extra_files=extra))
+    _readable(out)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No complete tensor found")
+        loaded = torch.export.load(out)
+    return loaded.module(), program_dynamic_dims(program), {}
+
+
+def _write_onnx(resolved: Any, out: Path) -> Any:
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"format 'onnx' needs {' and '.join(missing)}: pip install .[export] "
+            "(or pip install onnx onnxscript onnxruntime)"
+        )
+    import onnx
+
+    example = check_pair_inputs(CHECK_SHAPES[0])
+    names = {"input_names": ["under", "over"], "output_names": ["fused"]}
+    info: dict[str, Any] = {}
+    try:
+        program = export_program(resolved.model, example)
+        onnx_program = torch.onnx.export(program, example, dynamo=True, verbose=False, **names)
+        proto = onnx_program.model_proto
+        info["exporter"] = "dynamo"
+    except Exception as e:  # noqa: BLE001 - fall back, report both failures if it fails too
+        info["dynamo_error"] = _short(e)
+        axes = {n: {0: "batch", 2: "height", 3: "width"} for n in ("under", "over", "fused")}
+        buf = io.BytesIO()
+        try:
+            with exportable_ops():
+                torch.onnx.export(
+                    resolved.model, example, buf, dynamo=False, dynamic_axes=axes, **names
+                )
+        except Exception as e2:  # noqa: BLE001
+            raise ExportError(
+                f"dynamo exporter: {info['dynamo_error']}; TorchScript exporter: {_short(e2)}"
+            ) from None
+        proto = onnx.load_from_string(buf.getvalue())
+        info["exporter"] = "torchscript"
+    for key, value in (
+        ("nas.arch", json.dumps(resolved.arch)),
+        ("nas.meta", json.dumps(_meta(resolved))),
+    ):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    data = proto.SerializeToString()
+    atomic_write(out, lambda f: f.write(data))
+    _readable(out)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    dynamic = {k: bool(dims[i].dim_param) for k, i in (("batch", 0), ("height", 2), ("width", 3))}
+    if importlib.util.find_spec("onnxruntime") is None:
+        info["check_note"] = "onnxruntime is not installed: the ONNX file was not run"
+        return None, dynamic, info
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    in_names = [i.name for i in session.get_inputs()]
+
+    def run(u: Tensor, o: Tensor) -> Tensor:
+        feeds = dict(zip(in_names, (u.numpy(), o.numpy())))
+        return torch.from_numpy(session.run(None, feeds)[0])
+
+    info["runtime"] = f"onnxruntime {ort.__version__}"
+    return run, dynamic, info
+
+
+_WRITERS = {
+    "state-dict": _write_state_dict,
+    "torch-export": _write_torch_export,
+    "onnx": _write_onnx,
+}
+
+
+def export_model(
+    ref: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    *,
+    tol: float = DEFAULT_TOL,
+    **model_kwargs: Any,
+) -> dict[str, Any]:
+    """Export a model reference to ``fmt`` and check it against the eager model.
+
+    Args:
+        ref: any model reference (:func:`nas.models.resolve_model`).
+        fmt: one of :data:`FORMATS`.
+        out: destination (default: ``<run>/export/model.<ext>`` for a run folder, else
+            ``exports/<name>.<ext>``); the check report goes to ``<out>.check.yaml``.
+        tol: largest accepted max abs difference.
+        model_kwargs: passed to registry models (e.g. ``channels``).
+
+    Returns:
+        The report written to the check file: ``ok``, ``checks`` (shape, ``max_abs_diff``),
+        ``dynamic`` (batch / height / width), ``max_abs_diff``, and on failure ``error``.
+
+    Raises:
+        ModelRefError: ``ref`` cannot be resolved. MissingDependencyError: onnx is missing.
+        ValueError: unknown format, or ``out`` would overwrite the model's source file.
+    """
+    from nas.models import resolve_model
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    resolved = resolve_model(ref, **model_kwargs)
+    resolved.model.eval()
+    out = Path(out) if out is not None else _default_out(str(ref), resolved.name, fmt)
+    if fmt != "state-dict" and out.suffix != SUFFIXES[fmt]:
+        raise ValueError(f"--out for {fmt} must end in {SUFFIXES[fmt]}, got '{out}'")
+    src = Path(resolved.source)
+    if src.is_file() and src.resolve() == out.resolve():
+        raise ValueError(f"refusing to overwrite the source model file '{src}' (choose --out)")
+    report: dict[str, Any] = {
+        "ok": False,
+        "format": fmt,
+        "file": str(out),
+        **{k: v for k, v in _meta(resolved).items() if k not in ("input", "output")},
+        "torch": str(torch.__version__),
+        "tol": tol,
+    }
+    try:
+        run, dynamic, info = _WRITERS[fmt](resolved, out)
+    except MissingDependencyError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the report says which format fails and why
+        report["error"] = f"{fmt} export failed for {resolved.name}: {_short(e, 1500)}"
+        _write_report(out, report)
+        return report
+    report.update(info)
+    report["dynamic"] = dynamic
+    if run is None:
+        report["checks"] = []
+        report["max_abs_diff"] = None
+        report["ok"] = True
+    else:
+        checks = _compare(resolved.model, run, _check_shapes(dynamic))
+        report["checks"] = checks
+        diffs = [c["max_abs_diff"] for c in checks]
+        bad = [c for c in checks if c["max_abs_diff"] is None]
+        report["max_abs_diff"] = None if bad else max(diffs)
+        if bad:
+            report["error"] = f"{fmt} file of {resolved.name} fails at " + "; ".join(
+                f"{tuple(c['shape'])}: {c['error']}" for c in bad
+            )
+        elif report["max_abs_diff"] > tol:
+            report["error"] = (
+                f"{fmt} file of {resolved.name} differs from the eager model by "
+                f"{report['max_abs_diff']:.3g} > tol {tol:g}"
+            )
+        else:
+            report["ok"] = True
+    _write_report(out, report)
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m nas.export",
+        description=__doc__.split("\n")[0],
+        epilog="See the module docstring (python -c 'import nas.export; help(nas.export)').",
+    )
+    p.add_argument("run", nargs="?", help="a search run folder (results/runs/<name>) to derive")
+    p.add_argument("--max-skip", type=int, help="cap parameter-free ops at derivation")
+    p.add_argument(
+        "--model", help="model to export: training run, model .pt, genotype, registry name, ..."
+    )
+    p.add_argument("--format", choices=FORMATS, help="deployable format to write")
+    p.add_argument("--out", help="output file (default: <run>/export/model.<ext>, exports/...)")
+    p.add_argument("--channels", type=int, help="width of crmef-* registry models")
+    p.add_argument("--tol", type=float, default=DEFAULT_TOL, help="accepted max abs difference")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nas.models import ModelRefError
+
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.run and args.model:
+        p.error("give either a search RUN to derive or --model, not both")
+    if not args.run and not args.model:
+        p.error("give a search RUN to derive, or --model RUN_OR_NAME --format FORMAT")
+    if args.model and not args.format:
+        p.error("--model needs --format (state-dict, torch-export or onnx)")
+    try:
+        if args.run:
+            report = export_run(args.run, args.max_skip)
+            print(yaml.safe_dump(report, sort_keys=False))
+            if not args.format:
+                return 0
+        ref = args.model or args.run
+        kwargs = {"channels": args.channels} if args.channels else {}
+        result = export_model(ref, args.format, args.out, tol=args.tol, **kwargs)
+    except (RunError, FileNotFoundError, ValueError, ModelRefError, MissingDependencyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(yaml.safe_dump(report, sort_keys=False))
+    check = f"{result['file']}.check.yaml"
+    if not result["ok"]:
+        print(f"error: {result['error']} (details: {check})", file=sys.stderr)
+        return 1
+    dyn = ", ".join(k for k, v in result["dynamic"].items() if v) or "none"
+    if result["checks"]:
+        sizes = "; ".join(
+            f"{'x'.join(map(str, c['shape']))}: {c['max_abs_diff']:.3g}" for c in result["checks"]
+        )
+        checked = f"max abs diff vs eager {result['max_abs_diff']:.3g} ({sizes})"
+    else:
+        checked = f"not run ({result.get('check_note', 'no runtime')})"
+    if not result["trained"]:
+        print(f"note: {result['name']} has no trained weights (exported as initialised)")
+    print(
+        f"exported {result['name']} as {args.format}: {result['file']}\n"
+        f"  dynamic dims: {dyn}\n  check: {checked}\n  report: {check}"
+    )
     return 0
 
 
