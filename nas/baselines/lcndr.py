@@ -187,7 +187,8 @@ class LCNDR(nn.Module):
         yu, yo = (F.pad(2 * y - 1, pad, mode="replicate") for y in (y_under, y_over))
         w_over, w_under = self._branch(yo, yu), self._branch(yu, yo)
         fused = w_over * yo + (w_under + yu)  # in the code's [-1, 1] scale
-        return ((fused[..., :h, :w] + 1) / 2).clamp(0.0, 1.0)
+        fused = F.pad(fused, (0, -pad[1], 0, -pad[3]))  # crop back (export-friendly slicing)
+        return ((fused + 1) / 2).clamp(0.0, 1.0)
 
     def forward(self, under: Tensor, over: Tensor) -> Tensor:
         return fuse_in_ycbcr(under, over, self.fuse_y)
