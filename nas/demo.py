@@ -1,84 +1,170 @@
-"""``python -m nas.demo``: the pipeline that exists, small, on photos bundled with scikit-image.
+"""``python -m nas.demo``: the whole pipeline, small, on photos bundled with scikit-image.
 
-Steps: synthesise an under/over-exposed pair from a bundled photo, run the supernet of the
-tiny and the general CRMEF space, derive a compact network and run it, and print shapes,
-parameter counts and forward time on this machine.
+1. profile: a quick latency table of the tiny search space on this device;
+2. search: the latency-penalised DARTS search (tiny preset, eta 0 and 0.5);
+3. export: genotype, inherited weights, size and predicted latency of each derived net;
+4. retrain: the derived nets, the four baselines and CRMEF's published general genotype,
+   all with the same (tiny) budget and data;
+5. evaluate: quality, size, measured latency and speed-ups in one table;
+6. plot: the latency-accuracy trade-off; and fuse one bundled exposure pair.
+
+Everything runs on the synthetic exposure pairs made from the bundled photos, with a demo
+budget of a few minutes on 2 CPU cores: the numbers show the pipeline works, they are not a
+benchmark of the methods (see the README for the longer configurations).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
 
-from nas.genotype import REFERENCE_GENOTYPES, build, count_parameters, derive, extract
-from nas.space import load_space
-from nas.supernet import Supernet
+DEMO_DIR = Path("results") / "demo"
+BASELINES = ("mef-cl", "ffmef", "lcndr", "hyperp-mb")
 
 
-def bundled_pair(size: int = 128, ev: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """An exposure pair from ``skimage.data.astronaut``: radiance scaled by 2^-ev and 2^+ev.
+def _step(title: str) -> float:
+    print(f"\n=== {title} ===", flush=True)
+    return time.perf_counter()
 
-    Returns under, over: (1, 3, size, size) in [0, 1] (gamma 2.2 response, clipped, 8-bit).
-    """
+
+def _done(t0: float) -> None:
+    print(f"--- {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def run_demo(out: Path, device: str, epochs: int, fresh: bool) -> Path:
+    """Run every stage into ``out``; returns the evaluation CSV."""
+    from nas import profile
+    from nas.evaluate import evaluate_models, write_eval
+    from nas.search import PRESETS as SEARCH_PRESETS
+    from nas.search import SearchConfig, run_search
+    from nas.train import PRESETS as TRAIN_PRESETS
+    from nas.train import TrainConfig, run_train
+
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    runs = out / "runs"
+    tables = out / "latency_tables"
+    t_all = time.perf_counter()
+
+    t0 = _step("1. profile: quick latency table of the tiny space on this device")
+    rc = profile.main(
+        [
+            "--device",
+            device,
+            "--quick",
+            "--space",
+            "tiny",
+            "--channels",
+            "8",
+            "--out",
+            str(tables),
+            "--no-progress",
+        ]
+    )
+    if rc != 0:
+        raise RuntimeError(f"profiling failed (exit {rc})")
+    table = sorted(tables.glob("*.csv"))[-1]
+    print(f"table: {table}")
+    _done(t0)
+
+    refs: list[str] = []
+    for eta in (0.0, 0.5):
+        t0 = _step(f"2-3. search (tiny preset, eta {eta:g}) and export")
+        cfg = dataclasses.replace(
+            SearchConfig(**SEARCH_PRESETS["tiny"]),
+            eta=eta,
+            device=device,
+            latency_table=str(table),
+            runs_dir=str(runs),
+            run_name=f"search-tiny-eta{eta:g}",
+            epochs=max(epochs + 2, 4),
+        )
+        run = run_search(cfg, progress=False)
+        print((run / "genotype.yaml").read_text())
+        print((run / "export.yaml").read_text().split("genotype:")[0])
+        refs.append(str(run))
+        _done(t0)
+
+    trained: list[str] = []
+    arches = [*refs, "crmef-general", *BASELINES]
+    for arch in arches:
+        t0 = _step(f"4. retrain {Path(arch).name} (same budget for all)")
+        name = f"train-{Path(arch).name}"
+        cfg = dataclasses.replace(
+            TrainConfig(**TRAIN_PRESETS["tiny"]),
+            arch=arch,
+            channels=8 if arch.startswith("crmef-") else None,
+            device=device,
+            runs_dir=str(runs),
+            run_name=name,
+            epochs=epochs,
+        )
+        trained.append(str(run_train(cfg, progress=False)))
+        _done(t0)
+
+    t0 = _step("5. evaluate: quality, size, measured latency (one run, interleaved)")
+    df = evaluate_models(
+        trained,
+        data="synthetic",
+        split="test",
+        crop=64,
+        max_images=8,
+        device=device,
+        latency_size=64,
+        reps=20,
+        rounds=3,
+        warmup=3,
+        latency_table=str(table),
+    )
+    paths = write_eval(df, out / "eval")
+    csv = next(p for p in paths if str(p).endswith(".csv"))
+    print((csv.with_suffix(".md")).read_text())
+    _done(t0)
+
+    t0 = _step("6. plot the trade-off and fuse a bundled pair")
+    from nas.plot import draw_tradeoff, read_eval_csv, tradeoff_frame
+
+    frame = tradeoff_frame(read_eval_csv(csv))
+    for p in draw_tradeoff(frame, out / "tradeoff", title="demo budget (tiny), synthetic test"):
+        print(f"wrote {p}")
+    _fuse_example(trained[1], out, device)
+    _done(t0)
+    print(f"\ndemo finished in {time.perf_counter() - t_all:.0f} s; outputs in {out}/")
+    return csv
+
+
+def _fuse_example(model_ref: str, out: Path, device: str) -> None:
     from skimage import data
-    from skimage.transform import resize
 
-    photo = resize(data.astronaut(), (size, size), anti_aliasing=True)
-    linear = np.clip(photo, 0, 1) ** 2.2
+    from nas.data.io import save_image
+    from nas.data.synthetic import expose
+    from nas.fuse import fuse_images
+    from nas.models import resolve_model
 
-    def expose(k: float) -> torch.Tensor:
-        img = np.round(np.clip(linear * 2.0**k, 0, 1) ** (1 / 2.2) * 255) / 255
-        return torch.from_numpy(img).permute(2, 0, 1)[None].float()
-
-    return expose(-ev), expose(ev)
-
-
-def _time_forward(net: torch.nn.Module, u: torch.Tensor, o: torch.Tensor, reps: int = 5) -> float:
-    net.eval()
-    with torch.inference_mode():
-        net(u, o)
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            net(u, o)
-            times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    photo = torch.from_numpy(data.chelsea()).permute(2, 0, 1).float() / 255
+    under = expose(photo, -2.0, gamma=2.2, shot=0.0, read=0.0)
+    over = expose(photo, 2.0, gamma=2.2, shot=0.0, read=0.0)
+    model = resolve_model(model_ref).model.to(device).eval()
+    fused = fuse_images(model, [under, over], tile=256, overlap=32)
+    for name, img in (("under", under), ("over", over), ("fused", fused)):
+        save_image(img, out / f"fuse-{name}.png")
+    print(f"fused {tuple(photo.shape[1:])} pair with {Path(model_ref).name}: {out}/fuse-*.png")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nas.demo", description=__doc__)
-    parser.add_argument("--size", type=int, default=128, help="pair size in pixels")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    p = argparse.ArgumentParser(prog="python -m nas.demo", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=DEMO_DIR, help=f"output folder ({DEMO_DIR})")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--epochs", type=int, default=3, help="retraining epochs (3)")
+    p.add_argument("--keep", action="store_true", help="do not clear the output folder first")
+    args = p.parse_args(argv)
     torch.manual_seed(0)
-    dev = torch.device(args.device)
-    u, o = (t.to(dev) for t in bundled_pair(args.size))
-    print(f"pair from skimage.data.astronaut: under mean {u.mean():.3f}, over mean {o.mean():.3f}")
-    print(f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    for name in ("tiny", "crmef"):
-        space = load_space(name)
-        net = Supernet(space).to(dev)
-        y = net(u, o)
-        g = derive(net)
-        derived = extract(net, g).to(dev)
-        print(
-            f"\n[{name}] supernet: {count_parameters(net):,} params, output {tuple(y.shape)}, "
-            f"{_time_forward(net, u, o):.1f} ms/forward"
-        )
-        print(f"[{name}] derived at init: {g}")
-        print(
-            f"[{name}] derived net: {count_parameters(derived):,} params, "
-            f"{_time_forward(derived, u, o):.1f} ms/forward"
-        )
-    for name, g in REFERENCE_GENOTYPES.items():
-        net = build(g).to(dev)
-        print(
-            f"\n[{name}] published genotype (C={g.arch.channels}): "
-            f"{count_parameters(net):,} params, {_time_forward(net, u, o):.1f} ms/forward"
-        )
+    run_demo(args.out, args.device, args.epochs, fresh=not args.keep)
     return 0
 
 

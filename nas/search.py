@@ -342,10 +342,13 @@ def make_penalty(cfg: SearchConfig, supernet: Supernet, device: torch.device) ->
     from nas.latency import LatencyPenalty, LatencyTable
 
     table_device = cfg.latency_device or str(device)
-    table = LatencyTable.load(
-        path=cfg.latency_table, device=table_device, allow_foreign=cfg.allow_foreign_table
-    )
     size = cfg.latency_input or cfg.crop
+    table = LatencyTable.load(
+        path=cfg.latency_table,
+        device=table_device,
+        allow_foreign=cfg.allow_foreign_table,
+        input_size=None if cfg.latency_table else (size, size),
+    )
     return LatencyPenalty(supernet, table, (size, size))
 
 
