@@ -35,7 +35,7 @@ written to the check file); 2 a usage error (bad model reference, missing option
 Deformable convolutions: :func:`nas.ops.deform_conv.deform_conv2d` loops over the batch and
 over blocks of positions in Python and casts sizes to ``float``, which ``torch.export``
 specialises to the example's shapes; while exporting, :mod:`nas.ops.deform` calls
-:func:`deform_conv2d_exportable` instead (the same sampling, written with
+:func:`nas.ops.deform_conv.deform_conv2d_grid_sample` instead (the same sampling, written with
 ``F.grid_sample``; exported ONNX maps it to ``GridSample``), so the misaligned networks export
 with dynamic shapes. The check compares against the original implementation.
 
@@ -58,12 +58,10 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
@@ -168,73 +166,6 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def deform_conv2d_exportable(
-    input: Tensor,
-    offset: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
-    mask: Tensor | None = None,
-) -> Tensor:
-    """:func:`nas.ops.deform_conv.deform_conv2d` without Python loops or size casts.
-
-    Same arguments, layout and boundary rule (each bilinear neighbour outside the image
-    contributes zero: ``F.grid_sample`` with zero padding, ``align_corners=False``). Every tap
-    of every offset group is sampled with one ``grid_sample`` call, the samples are multiplied
-    by the mask and contracted with the weights. Built only from ops that ``torch.export`` keeps
-    symbolic in the batch and spatial sizes, and that ONNX has (``GridSample``).
-    """
-    sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
-    dh, dw = _pair(dilation)
-    B, C, H, W = input.shape
-    C_out, Cpg, kh, kw = weight.shape
-    K = kh * kw
-    og = offset.shape[1] // (2 * K)
-    groups = C // Cpg
-    H_out, W_out = offset.shape[-2:]
-    dev, dt = input.device, input.dtype
-    ys = torch.arange(H_out, device=dev, dtype=dt) * sh - ph
-    xs = torch.arange(W_out, device=dev, dtype=dt) * sw - pw
-    ki = torch.arange(kh, device=dev, dtype=dt) * dh
-    kj = torch.arange(kw, device=dev, dtype=dt) * dw
-    base_y = (ki.view(kh, 1, 1, 1) + ys.view(1, 1, -1, 1)).expand(kh, kw, H_out, W_out)
-    base_x = (kj.view(1, kw, 1, 1) + xs.view(1, 1, 1, -1)).expand(kh, kw, H_out, W_out)
-    off = offset.reshape(B, og, K, 2, H_out, W_out)
-    py = off[:, :, :, 0] + base_y.reshape(1, 1, K, H_out, W_out)
-    px = off[:, :, :, 1] + base_x.reshape(1, 1, K, H_out, W_out)
-    # pixel index p -> normalised coordinate (2 p + 1) / size - 1 (align_corners=False)
-    gy = (2.0 * py + 1.0) / H - 1.0
-    gx = (2.0 * px + 1.0) / W - 1.0
-    grid = torch.stack([gx, gy], dim=-1).reshape(B * og, K * H_out, W_out, 2)
-    x = input.reshape(B * og, C // og, H, W)
-    samples = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    samples = samples.reshape(B, og, C // og, K, H_out, W_out)
-    if mask is not None:
-        samples = samples * mask.reshape(B, og, 1, K, H_out, W_out)
-    cols = samples.reshape(B, groups, Cpg * K, H_out * W_out)  # channel c = g * Cpg + i
-    w = weight.reshape(groups, C_out // groups, Cpg * K)
-    out = torch.matmul(w.unsqueeze(0), cols).reshape(B, C_out, H_out, W_out)
-    if bias is not None:
-        out = out + bias.view(1, C_out, 1, 1)
-    return out
-
-
-@contextlib.contextmanager
-def exportable_ops() -> Iterator[None]:
-    """Inside the block, deformable ops use :func:`deform_conv2d_exportable`."""
-    import nas.ops.deform as deform_module
-
-    original = deform_module.deform_conv2d
-    deform_module.deform_conv2d = deform_conv2d_exportable
-    try:
-        yield
-    finally:
-        deform_module.deform_conv2d = original
-
-
 def check_pair_inputs(shape: tuple[int, ...], seed: int = 0) -> tuple[Tensor, Tensor]:
     """A reproducible random (under, over) pair: under in [0, 0.5), over in [0.5, 1)."""
     g = torch.Generator().manual_seed(seed)
@@ -270,10 +201,9 @@ def export_program(model: nn.Module, example: tuple[Tensor, Tensor]) -> Any:
     """``torch.export`` the model with automatic dynamic batch / H / W (see module docstring)."""
     auto = torch.export.Dim.AUTO
     spec = {0: auto, 2: auto, 3: auto}
-    with exportable_ops():
-        return torch.export.export(
-            PairModule(model), example, dynamic_shapes=(spec, spec), strict=False
-        )
+    return torch.export.export(
+        PairModule(model), example, dynamic_shapes=(spec, spec), strict=False
+    )
 
 
 def program_dynamic_dims(program: Any) -> dict[str, bool]:
@@ -395,10 +325,9 @@ def _write_onnx(resolved: Any, out: Path) -> Any:
         axes = {n: {0: "batch", 2: "height", 3: "width"} for n in ("under", "over", "fused")}
         buf = io.BytesIO()
         try:
-            with exportable_ops():
-                torch.onnx.export(
-                    resolved.model, example, buf, dynamo=False, dynamic_axes=axes, **names
-                )
+            torch.onnx.export(
+                resolved.model, example, buf, dynamo=False, dynamic_axes=axes, **names
+            )
         except Exception as e2:  # noqa: BLE001
             raise ExportError(
                 f"dynamo exporter: {info['dynamo_error']}; TorchScript exporter: {_short(e2)}"

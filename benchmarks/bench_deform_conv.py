@@ -1,0 +1,203 @@
+"""Benchmark :func:`nas.ops.deform_conv.deform_conv2d` against ``F.conv2d`` of the same shape.
+
+Shape: input (B, 64, 128, 128), weight (64, 64, 3, 3), padding 1, one offset group, random
+small offsets, mask given. Both ops are timed in the same run (interleaved, so background
+load hits both alike); the table reports median milliseconds and the ratio.
+
+Usage::
+
+    python benchmarks/bench_deform_conv.py [--device cpu] [--threads 2] [--reps N]
+
+The printed text is also written (atomically) to ``results/bench_deform_conv.txt``.
+
+On a machine shared with other busy processes, multi-threaded timings of both ops suffer from
+OpenMP workers busy-waiting (GNU OpenMP spins before sleeping), deform_conv2d (several parallel
+regions per call) much more than conv2d (one). ``OMP_WAIT_POLICY=PASSIVE`` in the environment
+avoids that; the header records its value and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from nas.ops.deform_conv import deform_conv2d  # noqa: E402
+
+C, H, W, KS = 64, 128, 128, 3
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_pair(
+    fns: dict[str, Callable[[], object]], device: torch.device, reps: int, warmup: int
+) -> dict[str, list[float]]:
+    """Wall times (ms) of each fn; the fns are interleaved rep by rep."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    _sync(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def make_inputs(B: int, device: torch.device, requires_grad: bool = False) -> dict:
+    g = torch.Generator().manual_seed(B)
+    x = torch.randn(B, C, H, W, generator=g)
+    w = torch.randn(C, C, KS, KS, generator=g) * 0.05
+    b = torch.randn(C, generator=g)
+    off = torch.randn(B, 2 * KS * KS, H, W, generator=g) * 0.5
+    mask = torch.rand(B, KS * KS, H, W, generator=g)
+    t = dict(input=x, weight=w, bias=b, offset=off, mask=mask)
+    t = {k: v.to(device).requires_grad_(requires_grad) for k, v in t.items()}
+    return t
+
+
+def bench_forward(B: int, device: torch.device, reps: int) -> dict[str, list[float]]:
+    t = make_inputs(B, device)
+
+    def dcn() -> object:
+        return deform_conv2d(
+            t["input"], t["offset"], t["weight"], t["bias"], padding=1, mask=t["mask"]
+        )
+
+    def conv() -> object:
+        return F.conv2d(t["input"], t["weight"], t["bias"], padding=1)
+
+    with torch.inference_mode():
+        return time_pair({"deform": dcn, "conv2d": conv}, device, reps, warmup=2)
+
+
+def bench_backward(B: int, device: torch.device, reps: int) -> dict[str, list[float]]:
+    t = make_inputs(B, device, requires_grad=True)
+
+    def dcn() -> object:
+        out = deform_conv2d(
+            t["input"], t["offset"], t["weight"], t["bias"], padding=1, mask=t["mask"]
+        )
+        out.sum().backward()
+        return None
+
+    def conv() -> object:
+        # offset/mask get no gradient here: conv2d has none
+        out = F.conv2d(t["input"], t["weight"], t["bias"], padding=1)
+        out.sum().backward()
+        return None
+
+    return time_pair({"deform": dcn, "conv2d": conv}, device, reps, warmup=1)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=15, help="timed repetitions (forward)")
+    ap.add_argument(
+        "--bwd-reps", type=int, default=None, help="timed repetitions (fwd+bwd); default reps/3"
+    )
+    ap.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
+    ap.add_argument("--no-backward", action="store_true", help="skip the fwd+bwd timing")
+    ap.add_argument("--out", default=str(ROOT / "results" / "bench_deform_conv.txt"))
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    batches = [int(b) for b in args.batches.split(",")]
+    bwd_reps = args.bwd_reps or max(3, args.reps // 3)
+
+    def row(B: int, name: str, r: dict[str, list[float]]) -> str:
+        d, c = statistics.median(r["deform"]), statistics.median(r["conv2d"])
+        dm, cm = min(r["deform"]), min(r["conv2d"])
+        return (
+            f"{B:>3} {name:<8} {d:>10.2f} {c:>10.2f} {d / c:>7.2f}x"
+            f" {dm:>9.2f} {cm:>9.2f} {dm / cm:>7.2f}x"
+        )
+
+    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    lines = [
+        "deform_conv2d (nas.ops.deform_conv, pure PyTorch) vs F.conv2d, same shape, same run",
+        f"torch {torch.__version__}, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + f", threads {torch.get_num_threads()}, cpu: {cpu_model()} ({os.cpu_count()} logical)",
+        f"shape: input (B, {C}, {H}, {W}), weight ({C}, {C}, {KS}, {KS}), padding 1, "
+        "1 offset group, offsets ~ N(0, 0.5^2), mask given",
+        f"forward: torch.inference_mode, {args.reps} reps; fwd+bwd: out.sum().backward(), "
+        f"{bwd_reps} reps (conv2d side: grads for input/weight/bias only)",
+        "deform / conv2d reps interleaved; load average at start: "
+        + ("n/a" if load0 is None else " ".join(f"{v:.2f}" for v in load0))
+        + f"; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}",
+        "",
+        f"{'B':>3} {'pass':<8} {'deform ms':>10} {'conv2d ms':>10} {'ratio':>8}"
+        f" {'min dfm':>9} {'min conv':>9} {'min rat':>8}",
+        f"{'':>3} {'':<8} {'(median)':>10} {'(median)':>10} {'(median)':>8}",
+    ]
+    print("\n".join(lines), flush=True)
+    for B in batches:
+        lines.append(row(B, "fwd", bench_forward(B, device, args.reps)))
+        print(lines[-1], flush=True)
+    if not args.no_backward:
+        for B in batches:
+            lines.append(row(B, "fwd+bwd", bench_backward(B, device, bwd_reps)))
+            print(lines[-1], flush=True)
+    if load0 is not None:
+        lines.append("load average at end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+        print(lines[-1])
+    cmd_args = sys.argv[1:] if argv is None else argv
+    lines.append(" ".join(["command: python benchmarks/bench_deform_conv.py", *cmd_args]))
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        write_atomic(Path(args.out), text)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
