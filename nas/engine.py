@@ -7,6 +7,10 @@ Determinism and resume: data order and content depend on ``(seed, epoch)`` only 
 of :mod:`nas.data` reseed per epoch), and every checkpoint holds the task state (models,
 optimisers, schedulers) and the RNG states. A run resumed from the checkpoint of epoch ``e``
 therefore continues exactly as the uninterrupted run would have from epoch ``e + 1``.
+
+Data-parallel runs (``torchrun``, :mod:`nas.distributed`): every rank runs the loop; each
+step's scalar logs are averaged over the ranks, and only rank 0 writes metrics, checkpoints
+and per-epoch outputs and prints. In one process nothing changes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
+from nas.distributed import is_main, reduce_logs
 from nas.runs import RunDir
 from nas.utils import rng_state, set_rng_state
 
@@ -96,7 +101,7 @@ class Engine:
         self.val_loader = val_loader
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
-        self.progress = progress and sys.stderr.isatty()
+        self.progress = progress and sys.stderr.isatty() and is_main()
         self._val_iter: Iterator | None = None
         self._val_epoch = 0
 
@@ -149,6 +154,7 @@ class Engine:
                 if self.task.needs_val_batch(epoch):
                     val = to_device(self._next_val(), self.task.device)
                 logs = self.task.train_step(to_device(batch, self.task.device), val, epoch)
+                logs = reduce_logs(logs)  # mean over ranks (identity in one process)
                 bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
                 if bad:
                     last = self.run.checkpoint_path("last")
@@ -171,6 +177,8 @@ class Engine:
             row.update(self.task.end_epoch(epoch))
             row["epoch_seconds"] = round(time.perf_counter() - t0, 3)
             rows.append(row)
+            if not is_main():  # data-parallel: rank 0 alone writes
+                continue
             self.run.write_metrics(rows)
             self.run.save_checkpoint(
                 {

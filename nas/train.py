@@ -11,6 +11,10 @@ LCNDR's, HyperP_MB's for the baselines); ``--loss crmef`` (or any name of
 :func:`nas.losses.build_loss`) trains every architecture with the same loss, so a comparison
 can separate the architecture from the training recipe. The adversarial term trains a
 PatchGAN critic with WGAN-GP, one critic step per generator step.
+
+Several GPUs or machines: ``torchrun --nproc-per-node K -m nas.train ...`` trains with
+DistributedDataParallel (:mod:`nas.distributed`); ``--batch`` stays the global batch
+(``B / K`` per rank), rank 0 logs and writes the run folder.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ from typing import Any
 
 import torch
 
+from nas import distributed
 from nas.config import from_mapping, resolve, to_dict
 from nas.engine import Batch, Engine, NonFiniteLossError
 from nas.losses import build_loss, loss_for_model
 from nas.metrics import psnr, ssim
 from nas.models import ModelRefError, build_arch, resolve_model
-from nas.runs import RUNS_DIR, RunDir
+from nas.runs import RUNS_DIR, RunDir, RunError
 from nas.utils import resolve_device, seed_everything
 
 
@@ -99,8 +104,11 @@ class TrainTask:
         cfg: TrainConfig,
         device: torch.device,
         eval_batches: list[Batch],
+        env: distributed.DistEnv | None = None,
     ) -> None:
         self.model = model.to(device)
+        # the module that trains: DDP around ``model`` under torchrun, else ``model`` itself
+        self.train_model = distributed.wrap_model(self.model, env) if env else self.model
         self.arch = arch
         self.loss = loss.to(device)
         self.cfg = cfg
@@ -125,11 +133,12 @@ class TrainTask:
     def train_step(self, batch: Batch, val_batch: Batch | None, epoch: int) -> dict[str, float]:
         self.model.train()
         logs: dict[str, float] = {}
-        fused = self.model(batch["under"], batch["over"])
+        fused = self.train_model(batch["under"], batch["over"])
         if self.critic is not None:
             self.critic_opt.zero_grad(set_to_none=True)
             c_loss = self.loss.critic_loss(fused.detach(), batch)
             c_loss.backward()
+            distributed.average_gradients(self.critic.parameters())  # no-op in one process
             self.critic_opt.step()
             logs["critic_loss"] = float(c_loss.detach())
         self.opt.zero_grad(set_to_none=True)
@@ -156,7 +165,7 @@ class TrainTask:
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         row: dict[str, Any] = {"lr": self.opt.param_groups[0]["lr"]}
         self.sched.step()
-        if self.eval_batches:
+        if self.eval_batches and distributed.is_main():
             row.update(self.evaluate())
         return row
 
@@ -200,10 +209,23 @@ class TrainTask:
 
 
 def run_train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train (or resume); returns the run folder."""
+    """Train (or resume); returns the run folder.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) every rank calls this: DDP, a shard of each
+    global batch per rank, rank 0 alone writes the run folder (see :mod:`nas.distributed`).
+    """
+    env = distributed.setup(resolve_device(cfg.device))  # torchrun: join the process group
+    try:
+        return _run_train(cfg, env, resume, progress)
+    finally:
+        if env.distributed:
+            distributed.cleanup()
+
+
+def _run_train(cfg: TrainConfig, env: distributed.DistEnv, resume: bool, progress: bool) -> Path:
     from nas.data import build_dataset, make_loader
 
-    device = resolve_device(cfg.device)
+    device = env.device
     seed_everything(cfg.seed)
     # --channels sets the width of the CRMEF registry models only (baselines keep their papers')
     kwargs = {"channels": cfg.channels} if cfg.channels and cfg.arch.startswith("crmef-") else {}
@@ -215,9 +237,19 @@ def run_train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
     lname = loss_name(cfg, resolved.name, is_registry)
     loss = make_loss(lname, cfg)
     safe = resolved.name.replace("/", "_")
-    name = cfg.run_name or RunDir.new_name(f"train-{safe}-{lname}")
-    run = RunDir(Path(cfg.runs_dir) / name, resume=resume)
-    if not resume:
+    name = distributed.broadcast_object(cfg.run_name or RunDir.new_name(f"train-{safe}-{lname}"))
+    run, error = None, None
+    if env.is_main:
+        try:
+            run = RunDir(Path(cfg.runs_dir) / name, resume=resume)
+        except RunError as e:
+            error = str(e)
+    error = distributed.broadcast_object(error)  # torchrun: every rank stops, none hangs
+    if error:
+        raise RunError(error)
+    if run is None:  # other ranks only read the folder rank 0 made
+        run = RunDir(Path(cfg.runs_dir) / name, resume=True)
+    if not resume and env.is_main:
         run.save_config(
             {
                 **to_dict(cfg),
@@ -230,7 +262,7 @@ def run_train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
             }
         )
     dropped = getattr(loss, "dropped_terms", ())
-    if dropped:
+    if dropped and env.is_main:
         print(
             f"note: loss {lname!r} runs without {', '.join(dropped)} "
             f"({loss.describe() if hasattr(loss, 'describe') else ''})",
@@ -242,14 +274,15 @@ def run_train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
         mis = bool(g is not None and g.arch.misaligned) or resolved.name == "crmef-misaligned"
     train = build_dataset(cfg.data, "train", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
     val = build_dataset(cfg.data, "val", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
-    loader = make_loader(
-        train, cfg.batch, shuffle=True, seed=cfg.seed, drop_last=True, num_workers=cfg.num_workers
+    # the global batch cfg.batch, cut into equal per-rank shards under torchrun
+    loader = distributed.make_sharded_loader(
+        train, cfg.batch, env, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers
     )
     eval_loader = make_loader(val, cfg.batch, shuffle=False, seed=cfg.seed + 2)
     eval_batches = [b for _, b in zip(range(cfg.eval_batches), eval_loader)]
     if eval_batches and "gt" not in eval_batches[0]:
         eval_batches = []  # unlabelled data: no reference metrics
-    task = TrainTask(model, resolved.arch, loss, cfg, device, eval_batches)
+    task = TrainTask(model, resolved.arch, loss, cfg, device, eval_batches, env)
     Engine(run, task, loader, cfg.epochs, None, cfg.steps_per_epoch, progress).fit(resume=resume)
     return run.path
 
