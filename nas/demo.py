@@ -121,9 +121,9 @@ def run_demo(out: Path, device: str, epochs: int, fresh: bool) -> Path:
         warmup=3,
         latency_table=str(table),
     )
-    paths = write_eval(df, out / "eval")
-    csv = next(p for p in paths if str(p).endswith(".csv"))
-    print((csv.with_suffix(".md")).read_text())
+    paths = write_eval(df, out / "eval", argv=["(nas.demo)"])
+    csv = paths["csv"]
+    print(paths["md"].read_text())
     _done(t0)
 
     t0 = _step("6. plot the trade-off and fuse a bundled pair")

@@ -199,3 +199,13 @@ def test_max_skip_caps_parameter_free_ops() -> None:
     assert n_skip == 3
     capped = search.derive_genotype(net, max_skip=1)
     assert sum(op == "skip" for _, op in capped.ops) == 1
+
+
+@pytest.mark.parametrize("name", ["search-paper.yaml", "train-paper.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    from nas.config import load_yaml_config
+    from nas.train import TrainConfig
+
+    cls = search.SearchConfig if name.startswith("search") else TrainConfig
+    cfg = load_yaml_config(cls, Path(__file__).resolve().parent.parent / "configs" / name)
+    assert cfg.epochs >= 300
