@@ -318,7 +318,7 @@ def derive_genotype(supernet: Supernet, max_skip: int | None = None) -> Genotype
     g = derive(supernet)
     if max_skip is None:
         return g
-    weights = supernet.softmax_weights()
+    weights = {s: w.detach() for s, w in supernet.softmax_weights().items()}
     cand = supernet.space.candidates
     skips = [(float(weights[s].max()), s) for s, op in g.ops if get_op_spec(op).parameter_free]
     choice = g.choice

@@ -1,0 +1,262 @@
+"""Latency prediction from a table: whole networks, and the supernet's differentiable penalty.
+
+* :func:`predict` -- a derived network (or a genotype, built with
+  :func:`nas.genotype.build`) is traced; its latency is the sum of the table entries of the
+  units it executes, optionally corrected by the table's affine calibration
+  (``a * sum + b``, fitted by ``python -m nas.profile --validate``).
+* :func:`expected_latency` -- the CRMEF relaxation ``R(alpha; LAT)``: the fixed units' latency
+  plus, for every slot, ``softmax(alpha_slot) . LAT(candidates at the slot's shapes)`` summed
+  over all instances of the slot (SRSM slots occur 2 x cascades times with one shared alpha).
+  The per-candidate latencies are a constant tensor built once per (supernet, table, input
+  size) by tracing the supernet; each call is one dot product per slot, differentiable with
+  respect to alpha.
+* :class:`LatencyPenalty` -- ``expected_latency / expected_latency(uniform alpha)``: 1.0 means
+  "as slow as the uniform-alpha supernet" on any device, so the trade-off weight eta means the
+  same on a laptop CPU and on an H100. The raw milliseconds are kept for logging.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import Tensor, nn
+
+from nas.latency.table import Calibration, LatencyTable, MissingLatencyEntry, calibration_scope
+from nas.latency.trace import UnitCall, trace_units
+from nas.space import SPACES_DIR
+from nas.supernet import Supernet
+
+
+def _arch_of(net: object):
+    arch = getattr(net, "arch", None)
+    return arch if arch is not None and hasattr(arch, "channels") else None
+
+
+def calibration_for(table: LatencyTable, arch, input_size: tuple[int, int]) -> Calibration | None:
+    """The table's calibration for this architecture (``ArchConfig``: width, aligned or
+    misaligned), input size, the table's batch and statistic; None if there is none."""
+    if arch is None:
+        return None
+    return table.calibration(
+        calibration_scope(arch.channels, arch.misaligned, input_size, table.batch, table.statistic)
+    )
+
+
+def unit_latencies(calls: list[UnitCall], table: LatencyTable) -> list[float]:
+    """Table latency (ms, the table's statistic) of each traced call; a missing row raises
+    :class:`~nas.latency.table.MissingLatencyEntry`."""
+    return [table.lookup_key(c.key) for c in calls]
+
+
+@lru_cache(maxsize=256)
+def _genotype_calls(genotype, input_size: tuple[int, int]) -> tuple:
+    from nas.genotype import build
+
+    with torch.random.fork_rng(devices=[]):  # building must not advance the global RNG
+        net = build(genotype)
+    return tuple(c.key for c in trace_units(net, input_size, batch=1)), net.arch
+
+
+def predict(
+    genotype_or_net,
+    input_size: tuple[int, int],
+    table: LatencyTable,
+    calibrated: bool = True,
+) -> float:
+    """Predicted latency (ms) of a derived network at ``input_size`` with the table's batch.
+
+    Args:
+        genotype_or_net: a :class:`~nas.genotype.Genotype` (built at its own width) or any
+            network of units (``CRMEFNet``, a baseline; a supernet gives the sum of *all*
+            candidates, use :func:`expected_latency` for it).
+        input_size: (H, W) of the network input.
+        table: the device's latency table.
+        calibrated: apply the table's calibration for this network kind, width and input
+            size when the table has one (else the plain sum).
+    """
+    input_size = (int(input_size[0]), int(input_size[1]))
+    if isinstance(genotype_or_net, nn.Module):
+        keys = [c.key for c in trace_units(genotype_or_net, input_size, batch=1)]
+        arch = _arch_of(genotype_or_net)
+    else:
+        keys, arch = _genotype_calls(genotype_or_net, input_size)
+    try:
+        raw = sum(table.lookup_key(k) for k in keys)
+    except MissingLatencyEntry as e:
+        space = None
+        if arch is not None:
+            name = getattr(genotype_or_net, "space", None)
+            shipped = {p.stem for p in SPACES_DIR.glob("*.yaml")}
+            if not isinstance(name, str) or name not in shipped:
+                name = "crmef-misaligned" if arch.misaligned else "crmef"
+            space = [name]
+        chans = [arch.channels] if arch else None
+        raise _with_context(e, table, space, chans, input_size) from None
+    cal = calibration_for(table, arch, input_size) if calibrated else None
+    return float(cal.apply(raw)) if cal is not None else float(raw)
+
+
+@dataclass(frozen=True)
+class SlotLatency:
+    """Constants of :func:`expected_latency` for one (supernet, table, input size).
+
+    Attributes:
+        fixed_ms: total latency of the fixed (non-slot) units.
+        slots: ``{slot: (n_candidates,) float64 tensor}``: each candidate's latency at the
+            slot's shapes, summed over the slot's instances, in ``space.candidates[slot]``
+            order.
+        calibration: the affine correction applied on top (None: raw sum).
+    """
+
+    fixed_ms: float
+    slots: Mapping[str, Tensor]
+    calibration: Calibration | None = None
+
+    def total(self, weights: Mapping[str, Tensor]) -> Tensor:
+        """``fixed + sum_s weights[s] . slots[s]`` (then calibrated), a 0-d tensor."""
+        out = None
+        for s, lat in self.slots.items():
+            w = weights[s]
+            term = torch.dot(w, lat.to(device=w.device, dtype=w.dtype))
+            out = term if out is None else out + term
+        if out is None:
+            out = torch.zeros(())
+        out = out + self.fixed_ms
+        return self.calibration.apply(out) if self.calibration is not None else out
+
+    def uniform_ms(self) -> float:
+        """The expected latency at uniform alpha (softmax = 1/n per slot)."""
+        w = {s: torch.full_like(v, 1.0 / len(v)) for s, v in self.slots.items()}
+        return float(self.total(w))
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _with_context(
+    e: MissingLatencyEntry,
+    table: LatencyTable,
+    spaces: list[str] | None,
+    channels: list[int] | None,
+    input_size: tuple[int, int],
+) -> MissingLatencyEntry:
+    if e.key is None:
+        return e
+    msg = table.missing_message(e.key, spaces, channels, input_size)
+    return MissingLatencyEntry(msg, e.key)
+
+
+def slot_latency(
+    supernet: Supernet,
+    table: LatencyTable,
+    input_size: tuple[int, int],
+    calibrated: bool = True,
+) -> SlotLatency:
+    """Build (or fetch from the cache) the constants of :func:`expected_latency`.
+
+    The cache is keyed by the supernet (weakly), the table object (checked against its
+    revision, which changes when rows or calibrations change), the input size, ``calibrated``
+    and the table's statistic; building traces the supernet once at batch 1.
+    """
+    input_size = (int(input_size[0]), int(input_size[1]))
+    per_net = _CACHE.setdefault(supernet, {})
+    key = (id(table), input_size, calibrated, table.statistic)
+    hit = per_net.get(key)
+    if hit is not None and hit[0]() is table and hit[1] == table.revision:
+        return hit[2]
+    space = supernet.space
+    index = {s: {op: i for i, op in enumerate(space.candidates[s])} for s in space.slots}
+    sums = {s: torch.zeros(len(space.candidates[s]), dtype=torch.float64) for s in space.slots}
+    fixed = 0.0
+    for c in trace_units(supernet, input_size, batch=1):
+        try:
+            ms = table.lookup_key(c.key)
+        except MissingLatencyEntry as e:
+            raise _with_context(e, table, [space.name], [space.arch.channels], input_size) from None
+        if c.slot is None:
+            fixed += ms
+        else:
+            sums[c.slot][index[c.slot][c.op_name]] += ms
+    cal = calibration_for(table, supernet.arch, input_size) if calibrated else None
+    result = SlotLatency(fixed, sums, cal)
+    per_net[key] = (weakref.ref(table), table.revision, result)
+    return result
+
+
+def expected_latency(
+    supernet: Supernet,
+    table: LatencyTable,
+    input_size: tuple[int, int],
+    weights: Mapping[str, Tensor] | None = None,
+    calibrated: bool = True,
+) -> Tensor:
+    """The supernet's expected latency ``R(alpha; LAT)`` in ms, differentiable w.r.t. alpha.
+
+    ``fixed + sum_slots softmax(alpha_slot) . LAT_slot`` where ``LAT_slot[o]`` is candidate
+    ``o``'s table latency at the slot's shapes summed over the slot's instances. At a one-hot
+    alpha it equals :func:`predict` of the derived network.
+
+    Args:
+        weights: ``{slot: (n,) weights}`` to use instead of ``supernet.softmax_weights()``.
+    """
+    const = slot_latency(supernet, table, input_size, calibrated)
+    return const.total(weights if weights is not None else supernet.softmax_weights())
+
+
+class LatencyPenalty:
+    """Normalised latency penalty: ``expected_latency(alpha) / expected_latency(uniform)``.
+
+    1.0 is the latency of the supernet at uniform alpha (its state at initialisation, where
+    alpha ~ 1e-3 N(0, 1)), so ``eta * penalty`` is the same trade-off on every device; the
+    value ranges over ``[min_ms / uniform_ms, max_ms / uniform_ms]``.
+
+    Usage::
+
+        penalty = LatencyPenalty(supernet, table, (128, 128))
+        loss = task_loss + eta * penalty()     # differentiable w.r.t. the alphas
+        log(penalty.last_ms)                   # raw expected latency (ms) of that call
+
+    Attributes:
+        reference_ms: expected latency at uniform alpha (the normaliser).
+        last_ms: the raw expected latency (ms) of the latest call.
+    """
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        table: LatencyTable,
+        input_size: tuple[int, int],
+        calibrated: bool = True,
+    ) -> None:
+        self.supernet = supernet
+        self.table = table
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.calibrated = calibrated
+        self.reference_ms = self._const().uniform_ms()
+        if not self.reference_ms > 0:
+            raise ValueError(f"uniform-alpha latency must be positive, got {self.reference_ms}")
+        self.last_ms = float("nan")
+
+    def _const(self) -> SlotLatency:
+        return slot_latency(self.supernet, self.table, self.input_size, self.calibrated)
+
+    def expected_ms(self, weights: Mapping[str, Tensor] | None = None) -> Tensor:
+        """The raw expected latency (ms), differentiable."""
+        w = weights if weights is not None else self.supernet.softmax_weights()
+        return self._const().total(w)
+
+    def __call__(self, weights: Mapping[str, Tensor] | None = None) -> Tensor:
+        """The normalised penalty (0-d tensor); also sets :attr:`last_ms`."""
+        ms = self.expected_ms(weights)
+        self.last_ms = float(ms.detach())
+        return ms / self.reference_ms
+
+    def __repr__(self) -> str:
+        return (
+            f"LatencyPenalty(table={self.table.name!r}, input_size={self.input_size}, "
+            f"reference_ms={self.reference_ms:.3f})"
+        )
