@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nas.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=DEMO_DIR, help=f"output folder ({DEMO_DIR})")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--epochs", type=int, default=3, help="retraining epochs (3)")
+    p.add_argument("--epochs", type=int, default=12, help="retraining epochs (12)")
     p.add_argument("--keep", action="store_true", help="do not clear the output folder first")
     args = p.parse_args(argv)
     torch.manual_seed(0)

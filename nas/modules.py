@@ -87,6 +87,8 @@ class SRSMHead(Unit):
     def __init__(self, C: int, mode: str) -> None:
         super().__init__(C, 3)
         self.mode = mode
+        if mode == "divide":  # a different computation: its own latency-table rows
+            self.op_name = "fixed.srsm_head_divide"
         self.conv = _conv(C, 3)
 
     def forward(self, f: Tensor, r: Tensor, image: Tensor) -> Tensor:

@@ -119,3 +119,16 @@ def test_lcndr_attention_token_cap() -> None:
     under, over = _pair((1, 3, 64, 48))
     out = model(under, over)
     assert out.shape == under.shape and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_gradients_flow_at_initialisation(name: str) -> None:
+    """No output clamp may swallow every gradient of a freshly built model (a dead start)."""
+    torch.manual_seed(0)
+    kwargs = {"channels": 8} if name.startswith("crmef-") else {}
+    model = create_model(name, **kwargs)
+    gt = torch.rand(2, 3, 32, 32)
+    y = model(0.3 * gt, (2 * gt).clamp(0, 1))
+    ((y - gt) ** 2).mean().backward()
+    total = sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None)
+    assert total > 0, f"{name}: zero gradient at initialisation"

@@ -50,7 +50,8 @@ class HyperPMB(nn.Module):
     ConvLayers; only the L channel goes through the net, a and b are the mean of the inputs'.
     **[reading]** (BASELINES.md): two *unshared* encoders (under, over), 1->16 then dense
     16->32->48->64; decoder 64->64->32->16->1 whose last layer is linear, then clamp to [0, 1].
-    The net sees ``L / 100`` in [0, 1].
+    The net sees ``L / 100`` in [0, 1]; the last layer's bias starts at 0.5 so the clamp does
+    not swallow every gradient at initialisation.
 
     Parameters: 88,225 (BASELINES.md: about 88 k).
 
@@ -63,6 +64,10 @@ class HyperPMB(nn.Module):
         self.enc_under, self.enc_over = _Encoder(), _Encoder()
         dec: list[nn.Module] = [_conv_layer(a, b) for a, b in zip(widths[:-1], widths[1:])]
         self.decoder = nn.Sequential(*dec, _conv_layer(widths[-1], 1, relu=False))
+        # [reading] the linear last layer starts at mid-grey (bias 0.5): with PyTorch's default
+        # init its output is slightly negative everywhere, the clamp to [0, 1] then passes no
+        # gradient and the network never trains.
+        nn.init.constant_(self.decoder[-1][1].bias, 0.5)
 
     def fuse_l(self, l_under: Tensor, l_over: Tensor) -> Tensor:
         """Fuse ``L / 100`` maps (B, 1, H, W) in [0, 1] -> (B, 1, H, W) in [0, 1]."""
