@@ -45,6 +45,9 @@ from nas.latency.table import LatencyTable, LatencyTableError, MissingLatencyEnt
 from nas.latency.validate import RESULTS_DIR, settings_from_table, validate_predictor
 from nas.space import load_space
 
+VALIDATE_ROUNDS = 5
+"""Interleaved rounds for the end-to-end measurements of ``--validate`` (at least)."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -96,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rounds",
         type=int,
-        default=1,
-        help="split the reps into this many round-robin passes over all units (1)",
+        default=None,
+        help="split the reps into this many round-robin passes over all units (default 1; "
+        f"with --validate the nets are measured in max(table's, {VALIDATE_ROUNDS}) rounds, so "
+        "that a burst of background load cannot hit only the last nets)",
     )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument(
@@ -232,7 +237,8 @@ def run_validate(args: argparse.Namespace, settings: ProfileSettings) -> int:
             progress=not args.no_progress,
         )
         table = rep.table
-    vsettings = settings_from_table(table, device=settings.device)
+    rounds = args.rounds or max(VALIDATE_ROUNDS, int(table.meta.get("rounds") or 1))
+    vsettings = settings_from_table(table, device=settings.device, rounds=rounds)
     for sp in spaces:
         space = load_space(sp)
         for C in args.channels or [space.arch.channels]:
