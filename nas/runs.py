@@ -15,15 +15,19 @@ checkpoint write included) keeps its last complete checkpoint and can be resumed
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
 
+from nas.config import from_mapping
 from nas.utils import atomic_torch_save, atomic_write_text
+
+T = TypeVar("T")
 
 RUNS_DIR = Path("results") / "runs"
 
@@ -106,6 +110,22 @@ class RunDir:
             return torch.load(p, map_location=map_location, weights_only=False)
         except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
             raise RunError(f"checkpoint {p} cannot be read ({type(e).__name__}: {e})") from None
+
+
+def resume_config(cls: type[T], args: Any) -> T | None:
+    """With ``--resume``: the saved ``config.yaml`` of run ``args.run_name`` as a ``cls``.
+
+    CLI flags given next to ``--resume`` are applied on top by :func:`nas.config.resolve`
+    (e.g. ``--epochs`` to extend a run). Without ``--resume``: None.
+    """
+    if not getattr(args, "resume", False):
+        return None
+    if not args.run_name:
+        raise ValueError("--resume needs --run-name (the run folder to continue)")
+    run = RunDir(Path(args.runs_dir or cls().runs_dir) / args.run_name, resume=True)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    saved = {k: v for k, v in run.load_config().items() if k in fields}
+    return from_mapping(cls, saved, str(run.path / "config.yaml"))
 
 
 def _parse(value: str) -> Any:

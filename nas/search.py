@@ -33,13 +33,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nas.config import from_mapping, resolve, to_dict
+from nas.config import resolve, to_dict
 from nas.engine import Batch, Engine, NonFiniteLossError
 from nas.genotype import Genotype, derive
 from nas.metrics import psnr
 from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
-from nas.runs import RUNS_DIR, RunDir
+from nas.runs import RUNS_DIR, RunDir, resume_config
 from nas.space import SearchSpace, load_space
 from nas.supernet import Supernet
 from nas.utils import resolve_device, seed_everything
@@ -440,14 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        base = None
-        if args.resume:
-            if not args.run_name:
-                raise ValueError("--resume needs --run-name (the run folder to continue)")
-            runs_dir = args.runs_dir or SearchConfig.runs_dir
-            saved = RunDir(Path(runs_dir) / args.run_name, resume=True).load_config()
-            saved = {k: v for k, v in saved.items() if k not in ("kind",)}
-            base = from_mapping(SearchConfig, saved, "saved config.yaml")
+        base = resume_config(SearchConfig, args)
         cfg = resolve(SearchConfig, args, PRESETS, base=base)
         path = run_search(cfg, resume=args.resume, progress=not args.no_progress)
     except NonFiniteLossError as e:

@@ -28,12 +28,12 @@ from typing import Any
 import torch
 
 from nas import distributed
-from nas.config import from_mapping, resolve, to_dict
+from nas.config import resolve, to_dict
 from nas.engine import Batch, Engine, NonFiniteLossError
 from nas.losses import build_loss, loss_for_model
 from nas.metrics import psnr, ssim
 from nas.models import ModelRefError, build_arch, resolve_model
-from nas.runs import RUNS_DIR, RunDir, RunError
+from nas.runs import RUNS_DIR, RunDir, RunError, resume_config
 from nas.utils import resolve_device, seed_everything
 
 
@@ -317,16 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        base = None
-        if args.resume:
-            if not args.run_name:
-                raise ValueError("--resume needs --run-name (the run folder to continue)")
-            runs_dir = args.runs_dir or TrainConfig.runs_dir
-            saved = RunDir(Path(runs_dir) / args.run_name, resume=True).load_config()
-            keep = {f for f in TrainConfig.__dataclass_fields__}
-            base = from_mapping(
-                TrainConfig, {k: v for k, v in saved.items() if k in keep}, "saved config.yaml"
-            )
+        base = resume_config(TrainConfig, args)
         cfg = resolve(TrainConfig, args, PRESETS, base=base)
         path = run_train(cfg, resume=args.resume, progress=not args.no_progress)
     except NonFiniteLossError as e:

@@ -48,15 +48,23 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"``: CUDA when present, else CPU; otherwise the named device.
+    """``None``/``"auto"``: CUDA when present, else CPU; ``"cuda"``: the current CUDA device.
 
-    Asking for CUDA on a machine without it is an error that says so.
+    Asking for CUDA where this torch build has none is an error that says so.
     """
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available here")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device {str(device)!r} requested but this torch build has no usable CUDA "
+                f"(torch {torch.__version__}); use --device cpu"
+            )
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    elif dev.type != "cpu":
+        raise ValueError(f"unsupported device {str(device)!r}; use cpu, cuda or cuda:N")
     return dev
 
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from nas.utils import resolve_device  # noqa: F401  (re-exported: one implementation)
+
 DEFAULT_BATCH = 16
 DEFAULT_INPUT_SIZE = (128, 128)
 QUICK_BATCH = 1
@@ -60,24 +62,6 @@ def dtype_short(dtype: str | torch.dtype) -> str:
     """Short name used in fingerprints: ``fp32``, ``fp16`` or ``bf16``."""
     dt = resolve_dtype(dtype)
     return next(short for d, short in _DTYPES.values() if d == dt)
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` -> CUDA when present, else CPU; ``"cuda"`` -> the current CUDA device."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"device {str(device)!r} requested but this torch build has no usable CUDA "
-                f"(torch {torch.__version__}); use --device cpu"
-            )
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    elif dev.type != "cpu":
-        raise ValueError(f"unsupported device {str(device)!r}; use cpu, cuda or cuda:N")
-    return dev
 
 
 def slugify(text: str, max_len: int = 48) -> str:
