@@ -12,6 +12,7 @@ validation PSNR with the weights inherited from the supernet. Prints and records
   >= 2x; the paper's Table VIII reports 2.2-3.0x on its GPU).
 
     python benchmarks/eta_sweep.py [--etas 0 0.5 1 5] [--preset small] [--threads 2]
+        [--channels 32] [--epochs N] [--out results/eta_sweep_c32]
 
 Outputs go to ``results/eta_sweep/`` (CSV, Markdown, the run folders' genotypes).
 """
@@ -80,7 +81,7 @@ def ensure_table(preset: dict, threads: int) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def run_search(eta: float, preset: str, runs: Path, threads: int) -> dict:
+def run_search(eta: float, preset: str, runs: Path, threads: int, extra: list[str]) -> dict:
     name = f"eta{eta:g}"
     args = [
         "--preset",
@@ -94,6 +95,7 @@ def run_search(eta: float, preset: str, runs: Path, threads: int) -> dict:
         "--device",
         "cpu",
         "--no-progress",
+        *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     print(f"$ python -m nas.search {' '.join(args)}", flush=True)
@@ -116,13 +118,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--out", type=Path, default=ROOT / "results" / "eta_sweep")
     p.add_argument("--reps", type=int, default=60)
+    p.add_argument("--channels", type=int, help="override the preset's width")
+    p.add_argument("--epochs", type=int, help="override the preset's search epochs")
     args = p.parse_args(argv)
-    preset = PRESETS[args.preset]
+    preset = dict(PRESETS[args.preset])
+    extra: list[str] = []
+    for key in ("channels", "epochs"):
+        if getattr(args, key) is not None:
+            preset[key] = getattr(args, key)
+            extra += [f"--{key}", str(getattr(args, key))]
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     ensure_table(preset, args.threads)
     runs = args.out / "runs"
-    stats = {eta: run_search(eta, args.preset, runs, args.threads) for eta in args.etas}
+    stats = {eta: run_search(eta, args.preset, runs, args.threads, extra) for eta in args.etas}
     size = preset["latency_input"]
     df = evaluate_models(
         [stats[e]["run"] for e in args.etas],
