@@ -111,6 +111,7 @@ def predicted_latency(
             path=cfg.get("latency_table"),
             device=cfg.get("latency_device") or cfg.get("device"),
             allow_foreign=bool(cfg.get("allow_foreign_table")),
+            input_size=None if cfg.get("latency_table") else tuple(input_size),
         )
         return {"predicted_ms": float(predict(genotype, input_size, table)), "table": table.name}
     except Exception as e:  # noqa: BLE001 - report, do not fail the export
