@@ -105,14 +105,13 @@ def predicted_latency(
 ) -> dict[str, Any]:
     """Table-predicted latency of the derived net, or the reason it is not available."""
     try:
-        from nas.latency import LatencyTable, predict
+        from nas.config import from_mapping
+        from nas.latency import predict
+        from nas.search import SearchConfig, load_search_table
 
-        table = LatencyTable.load(
-            path=cfg.get("latency_table"),
-            device=cfg.get("latency_device") or cfg.get("device"),
-            allow_foreign=bool(cfg.get("allow_foreign_table")),
-            input_size=None if cfg.get("latency_table") else tuple(input_size),
-        )
+        fields = set(SearchConfig.__dataclass_fields__)
+        scfg = from_mapping(SearchConfig, {k: v for k, v in cfg.items() if k in fields}, "run")
+        table = load_search_table(scfg, None if scfg.device == "auto" else scfg.device)
         return {"predicted_ms": float(predict(genotype, input_size, table)), "table": table.name}
     except Exception as e:  # noqa: BLE001 - report, do not fail the export
         return {"predicted_ms": None, "table": None, "note": f"{type(e).__name__}: {e}"}

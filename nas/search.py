@@ -335,21 +335,33 @@ def build_space(cfg: SearchConfig) -> SearchSpace:
     return space.with_channels(cfg.channels) if cfg.channels else space
 
 
+def latency_size(cfg: SearchConfig) -> int:
+    """The input size (square) at which a search predicts latency."""
+    return cfg.latency_input or cfg.crop
+
+
+def load_search_table(cfg: SearchConfig, device: str | torch.device | None = None) -> Any:
+    """The latency table a search uses: ``latency_table`` if given, else the table of
+    ``latency_device`` (default: ``device``) with rows at :func:`latency_size`."""
+    from nas.latency import LatencyTable
+
+    size = latency_size(cfg)
+    return LatencyTable.load(
+        path=cfg.latency_table,
+        device=cfg.latency_device or (None if device is None else str(device)),
+        allow_foreign=cfg.allow_foreign_table,
+        input_size=None if cfg.latency_table else (size, size),
+    )
+
+
 def make_penalty(cfg: SearchConfig, supernet: Supernet, device: torch.device) -> Any:
     """The normalised latency penalty of ``supernet`` from the latency-device's table."""
     if cfg.eta == 0 and cfg.latency_table is None:
         return None
-    from nas.latency import LatencyPenalty, LatencyTable
+    from nas.latency import LatencyPenalty
 
-    table_device = cfg.latency_device or str(device)
-    size = cfg.latency_input or cfg.crop
-    table = LatencyTable.load(
-        path=cfg.latency_table,
-        device=table_device,
-        allow_foreign=cfg.allow_foreign_table,
-        input_size=None if cfg.latency_table else (size, size),
-    )
-    return LatencyPenalty(supernet, table, (size, size))
+    size = latency_size(cfg)
+    return LatencyPenalty(supernet, load_search_table(cfg, device), (size, size))
 
 
 def run_search(cfg: SearchConfig, resume: bool = False, progress: bool = True) -> Path:
