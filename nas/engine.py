@@ -25,10 +25,47 @@ import torch
 from tqdm import tqdm
 
 from nas.distributed import is_main, reduce_logs
+from nas.metrics import mef_ssim, psnr, ssim
 from nas.runs import RunDir
 from nas.utils import rng_state, set_rng_state
 
 Batch = dict[str, Any]
+
+
+@torch.no_grad()
+def validation_scores(
+    model: torch.nn.Module,
+    criterion: torch.nn.Module,
+    batches: list[Batch],
+    device: torch.device,
+    prefix: str = "val_",
+) -> dict[str, float]:
+    """Mean loss of ``model`` on ``batches`` (``<prefix>loss``) plus a quality score:
+    ``<prefix>psnr`` and ``<prefix>ssim`` when the batches hold ``"gt"``, otherwise
+    ``<prefix>mef_ssim`` (3 scales, MEFB's computation, against under and over).
+
+    Shared by the search (the supernet) and the retraining (checkpoint selection).
+    """
+    model.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    for b in batches:
+        b = {k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}
+        y = model(b["under"], b["over"])
+        k = len(y)
+        red = getattr(criterion, "reduction", "mean")
+        loss = criterion(y, b)
+        loss = loss.sum() if red == "none" else loss * (1 if red == "sum" else k)
+        scores = {"loss": float(loss)}
+        if "gt" in b:
+            scores["psnr"] = float(psnr(y, b["gt"]).clamp(max=100).sum())
+            scores["ssim"] = float(ssim(y, b["gt"]).sum())
+        else:
+            scores["mef_ssim"] = float(mef_ssim(y, [b["under"], b["over"]]).sum())
+        for key, v in scores.items():
+            sums[key] = sums.get(key, 0.0) + v
+        n += k
+    return {f"{prefix}{key}": v / max(n, 1) for key, v in sums.items()}
 
 
 class NonFiniteLossError(RuntimeError):

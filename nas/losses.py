@@ -23,13 +23,15 @@ The SSIM / MS-SSIM inside the baselines' losses are :func:`nas.metrics.ssim` and
 :func:`nas.metrics.ms_ssim` (differentiable; images must be at least 11 x 11).
 
 Names for :func:`build_loss`: ``crmef``, ``mef-cl``, ``ffmef``, ``lcndr``, ``hyperp-mb``,
-``l1`` (= ``intensity``), ``gradient``, ``adversarial``; :func:`loss_for_model` gives a
+``mef-ssim`` (the no-reference objective for real sequences without ground truth), ``l1``
+(= ``intensity``), ``gradient``, ``adversarial``; :func:`loss_for_model` gives a
 registered model's own paper loss name.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -39,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.color import CHROMA_NEUTRAL, rgb_to_lab, rgb_to_y, rgb_to_ycbcr
-from nas.metrics import ms_ssim, ssim
+from nas.metrics import mef_ssim, ms_ssim, ssim
 
 __all__ = [
     "Batch",
@@ -54,6 +56,8 @@ __all__ = [
     "FFMEFLoss",
     "LCNDRLoss",
     "HyperPMBLoss",
+    "MEFSSIMLoss",
+    "well_exposed_means",
     "sobel_gradients",
     "scharr_magnitude",
     "gaussian_blur",
@@ -63,6 +67,7 @@ __all__ = [
     "LOSSES",
     "list_losses",
     "build_loss",
+    "check_loss_data",
     "loss_for_model",
 ]
 
@@ -694,6 +699,113 @@ class HyperPMBLoss(FusionLoss):
 
 
 # --------------------------------------------------------------------------------------------
+# No-reference objective for real exposure sequences: MEF-SSIM + a mean-intensity target
+# --------------------------------------------------------------------------------------------
+
+
+def well_exposed_means(
+    sources: Sequence[Tensor], window: int = 16, sigma_g: float = 0.2, sigma_l: float = 0.5
+) -> Tensor:
+    """Desired local mean colour of a fusion of ``sources`` (SPD-MEF's mean-intensity rule).
+
+    Ma et al., "Robust multi-exposure image fusion: a structural patch decomposition
+    approach", IEEE TIP 26(5) 2017, Eq. (14)-(15): the fused patch's mean is the average of
+    the sources' patch means weighted by ``exp(-(mu_k - 0.5)^2 / (2 sigma_g^2) - (l_k - 0.5)^2
+    / (2 sigma_l^2))``, where ``mu_k`` is source k's global mean luminance and ``l_k`` the
+    patch's mean luminance (so well-exposed images and patches count most). Here the patches
+    are ``window`` x ``window`` with stride ``window // 2`` (average pooling), luminance is
+    MATLAB's ``rgb2gray`` (what MEF-SSIM uses), and the rule is applied to each RGB channel's
+    patch mean, which sets the colour as well as the brightness.
+
+    Args:
+        sources: K >= 2 tensors (B, 3, H, W) in [0, 1], H and W >= ``window``.
+
+    Returns:
+        (B, 3, h, w) patch means, ``h = (H - window) // (window // 2) + 1``.
+    """
+    stride = max(window // 2, 1)
+    means, weights = [], []
+    for x in sources:
+        m = F.avg_pool2d(x, window, stride)  # (B, 3, h, w)
+        lum = (m * _GRAY.to(m).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        mu = (x * _GRAY.to(x).view(1, 3, 1, 1)).sum(1).flatten(1).mean(1).view(-1, 1, 1, 1)
+        weights.append(
+            torch.exp(-((mu - 0.5) ** 2) / (2 * sigma_g**2) - (lum - 0.5) ** 2 / (2 * sigma_l**2))
+        )
+        means.append(m)
+    w = torch.stack(weights)  # (K, B, 1, h, w)
+    return (w * torch.stack(means)).sum(0) / w.sum(0).clamp_min(1e-12)
+
+
+_GRAY = torch.tensor([0.298936021293775, 0.587043074451121, 0.114020904255103])
+
+
+class MEFSSIMLoss(FusionLoss):
+    """No-reference fusion objective: ``(1 - MEF-SSIM) + mean_weight * L_mean``.
+
+    * ``MEF-SSIM`` is :func:`nas.metrics.mef_ssim` with ``differentiable=True``: the exact
+      computation MEFB scores with (grey via ``rgb2gray``, ``scales`` scales with MEFB's
+      weights, 11 x 11 windows), against the batch's ``"under"`` and ``"over"``. It measures
+      local structure and contrast only: it has no luminance term and never sees colour.
+    * ``L_mean`` supplies what MEF-SSIM leaves free: the mean of ``|patch mean of fused -
+      target|`` over RGB channels and patches, with the target from
+      :func:`well_exposed_means` (SPD-MEF's well-exposedness-weighted patch means). It fixes
+      global brightness and colour at the patch scale (``mean_window``, 16 px), leaving
+      everything finer to MEF-SSIM. Without it a grey-only MEF-SSIM lets colour drift (casts)
+      and a per-channel one drifts dark; both were measured (see the README, "Real photos").
+
+    MEF-SSIM needs ``11 * 2^(l - 1)`` pixels on the short side for ``l`` scales (44 for 3):
+    smaller crops are scored with as many scales as fit (at least one: 11 pixels).
+
+    Args:
+        scales: MEF-SSIM scales (3 = MEFB's ``mef_ms_ssim``).
+        mean_weight: weight of ``L_mean`` (0 drops it).
+        mean_window: patch size of the mean target (stride half of it).
+        sigma_g, sigma_l: SPD-MEF's global and local well-exposedness widths.
+    """
+
+    def __init__(
+        self,
+        scales: int = 3,
+        mean_weight: float = 1.0,
+        mean_window: int = 16,
+        sigma_g: float = 0.2,
+        sigma_l: float = 0.5,
+        loss_weight: float = 1.0,
+        reduction: str = "mean",
+    ):
+        super().__init__(loss_weight, reduction)
+        if scales < 1:
+            raise ValueError(f"scales must be >= 1, got {scales}")
+        if mean_weight < 0 or mean_window < 2:
+            raise ValueError(
+                f"mean_weight must be >= 0 and mean_window >= 2, got {mean_weight}, {mean_window}"
+            )
+        self.scales, self.mean_weight = int(scales), float(mean_weight)
+        self.mean_window = int(mean_window)
+        self.sigma_g, self.sigma_l = float(sigma_g), float(sigma_l)
+
+    def per_image(self, fused: Tensor, batch: Batch) -> Tensor:
+        sources = [self._get(batch, "under"), self._get(batch, "over")]
+        fit = 1 + int(math.log2(max(min(fused.shape[-2:]) / 11, 1)))
+        score = mef_ssim(fused, sources, scales=min(self.scales, fit), differentiable=True)
+        loss = (1.0 - score).to(fused.dtype)
+        if self.mean_weight > 0:
+            target = well_exposed_means(sources, self.mean_window, self.sigma_g, self.sigma_l)
+            stride = max(self.mean_window // 2, 1)
+            got = F.avg_pool2d(fused, self.mean_window, stride)
+            loss = loss + self.mean_weight * _per_image_mean((got - target).abs())
+        return loss
+
+    def extra_repr(self) -> str:
+        return (
+            f"scales={self.scales}, mean_weight={self.mean_weight}, "
+            f"mean_window={self.mean_window}, sigma_g={self.sigma_g}, sigma_l={self.sigma_l}, "
+            f"{super().extra_repr()}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
 # Factory
 # --------------------------------------------------------------------------------------------
 
@@ -703,12 +815,28 @@ LOSSES: dict[str, type[FusionLoss]] = {
     "ffmef": FFMEFLoss,
     "lcndr": LCNDRLoss,
     "hyperp-mb": HyperPMBLoss,
+    "mef-ssim": MEFSSIMLoss,
     "l1": IntensityLoss,
     "intensity": IntensityLoss,
     "gradient": GradientLoss,
     "adversarial": AdversarialLoss,
 }
 """Loss name -> class; constructor arguments are the YAML keys."""
+
+
+def check_loss_data(
+    criterion: Callable[[Tensor, Batch], Tensor], batches: Sequence[Batch], name: str, data: str
+) -> None:
+    """Raise ``ValueError`` up front when loss ``name`` needs batch keys that ``data`` lacks
+    (a supervised loss on real sequences without ground truth), instead of mid-run."""
+    for b in batches:
+        try:
+            with torch.no_grad():
+                criterion(b["under"], b)
+        except KeyError as e:
+            hint = " (use the no-reference loss 'mef-ssim')" if "gt" not in b else ""
+            msg = f"loss {name!r} cannot train on data {data!r}: {e.args[0]}{hint}"
+            raise ValueError(msg) from None
 
 
 def list_losses() -> list[str]:

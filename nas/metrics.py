@@ -12,15 +12,16 @@ psnr        (textbook)                                 higher     reference     
 ssim        Wang et al. 2004, IEEE TIP 13(4)           higher     reference     yes
 ms_ssim     Wang, Simoncelli & Bovik 2003, Asilomar    higher     reference     yes
 fsim        Zhang et al. 2011, IEEE TIP 20(8) (FSIMc)  higher     reference     no
-mef_ssim    Ma, Zeng & Wang 2015, IEEE TIP 24(11)      higher     sources       no
+mef_ssim    Ma, Zeng & Wang 2015, IEEE TIP 24(11)      higher     sources       opt-in
 qabf        Xydeas & Petrovic 2000, Electron. Lett.    higher     sources       no
 lpips       Zhang et al. 2018, CVPR (AlexNet, v0.1)    lower      reference     yes
 ==========  =========================================  =========  ============  ===========
 
 ``ssim`` and ``ms_ssim`` are differentiable and keep the input dtype (training losses use
 ``1 - ssim(...)``).  ``fsim``, ``mef_ssim`` and ``qabf`` re-implement the authors' / MEFB's
-MATLAB code, run in float64 under ``torch.no_grad()`` and return float64.  ``psnr`` returns the
-input dtype.  :data:`METRICS` maps each name to ``(function, direction, needs)`` and
+MATLAB code, run in float64 under ``torch.no_grad()`` and return float64 (``mef_ssim(...,
+differentiable=True)`` keeps the graph: it is the no-reference training objective).  ``psnr``
+returns the input dtype.  :data:`METRICS` maps each name to ``(function, direction, needs)`` and
 :func:`compute_all` evaluates every applicable metric on a batch.
 
 Bad inputs raise :class:`ValueError` naming the argument and its shape.  :class:`MetricUnavailable`
@@ -613,12 +614,18 @@ def _to_gray255(x: Tensor, data_range: float, quantize: bool) -> Tensor:
     return x
 
 
-def _mef_ssim_scale(seq: Tensor, fused: Tensor, window_size: int = 11, k2: float = 0.03) -> Tensor:
+def _mef_ssim_scale(
+    seq: Tensor, fused: Tensor, window_size: int = 11, k2: float = 0.03, guard: bool = True
+) -> Tensor:
     """One scale of ``mef_ssim.m``: ``seq (B, K, H, W)``, ``fused (B, 1, H, W)`` -> ``(B,)``.
 
     Vectorised exactly: the per-pixel 11x11 patch loops of the MATLAB code are rewritten with
     box-filter (distance/consistency/weights) and Gaussian-filter (SSIM statistics) moments,
     using that the desired patch is an affine function of the source patches.
+
+    ``guard=False`` drops the Cauchy-Schwarz clamp of the covariance (it only absorbs float
+    rounding in flat patches, and its square root has no gradient at 0): the differentiable
+    path of :func:`mef_ssim` uses it.
     """
     B, K, H, W = seq.shape
     n = window_size * window_size
@@ -685,8 +692,9 @@ def _mef_ssim_scale(seq: Tensor, fused: Tensor, window_size: int = 11, k2: float
     w_max = float(gauss.max()) ** 2
     sigma1_sq = torch.minimum(torch.clamp(sigma1_sq, min=0.0), w_max * max_ed**2)
     sigma12 = a * (c * gcov_xf).sum(dim=1)
-    bound = torch.sqrt(sigma1_sq * sigma2_sq)
-    sigma12 = torch.maximum(torch.minimum(sigma12, bound), -bound)
+    if guard:
+        bound = torch.sqrt(sigma1_sq * sigma2_sq)
+        sigma12 = torch.maximum(torch.minimum(sigma12, bound), -bound)
 
     cc = (k2 * 255.0) ** 2
     q_map = (2 * sigma12 + cc) / (sigma1_sq + sigma2_sq + cc)
@@ -706,7 +714,6 @@ def _as_source_list(sources: object, name: str = "sources") -> list[Tensor]:
     return list(sources)
 
 
-@torch.no_grad()
 def mef_ssim(
     fused: Tensor,
     sources: Sequence[Tensor] | Tensor,
@@ -714,6 +721,7 @@ def mef_ssim(
     data_range: float = 1.0,
     weights: Sequence[float] | None = None,
     quantize: bool = False,
+    differentiable: bool = False,
 ) -> Tensor:
     """MEF-SSIM, Ma, Zeng & Wang, "Perceptual quality assessment for multi-exposure image
     fusion", IEEE TIP 24(11) 2015 -- as the authors' ``mef_ms_ssim.m`` / ``mef_ssim.m``
@@ -750,6 +758,12 @@ def mef_ssim(
     analytic bound and the covariance by Cauchy-Schwarz (they only absorb float rounding in
     perfectly flat patches).
 
+    ``differentiable=True`` (the training objective :class:`nas.losses.MEFSSIMLoss`) keeps the
+    autograd graph to ``fused``: the same computation (still float64) without the rounding
+    guard on the covariance, and with per-scale scores floored at 1e-6 before the weighted
+    geometric mean (so the power stays real); it agrees with the metric to ~1e-12 wherever every
+    scale score is positive (see the tests).  It cannot be combined with ``quantize``.
+
     Range: ``(0, 1]`` in practice, **higher is better**; fused = any source when all sources
     are identical gives 1 (to ~1e-9); a per-scale score is negative only for a fused image
     anti-correlated with the desired structure, where MATLAB's ``prod(Q.^w)`` turns complex --
@@ -764,10 +778,26 @@ def mef_ssim(
         data_range: dynamic range of the inputs (mapped to 0-255).
         weights: per-scale exponents, finest first (normalised to sum 1).
         quantize: round to 8-bit values first (reproduces MEFB on images saved as 8-bit files).
+        differentiable: keep gradients to ``fused`` (see above).
 
     Returns:
         ``(B,)`` float64 tensor.
     """
+    if differentiable and quantize:
+        raise ValueError("mef_ssim: quantize=True has no gradient; use differentiable=False")
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+        return _mef_ssim(fused, sources, scales, data_range, weights, quantize, differentiable)
+
+
+def _mef_ssim(
+    fused: Tensor,
+    sources: Sequence[Tensor] | Tensor,
+    scales: int,
+    data_range: float,
+    weights: Sequence[float] | None,
+    quantize: bool,
+    differentiable: bool,
+) -> Tensor:
     fused = _check_image(fused, "fused")
     src = _as_source_list(sources)
     if len(src) < 2:
@@ -794,16 +824,19 @@ def mef_ssim(
             f"must be >= 11; got shape {tuple(fused.shape)}"
         )
 
-    seq = torch.cat([_to_gray255(s, data_range, quantize) for s in src], dim=1)  # (B, K, H, W)
+    with torch.no_grad():  # the sources never need a gradient
+        seq = torch.cat([_to_gray255(s, data_range, quantize) for s in src], dim=1)  # (B,K,H,W)
     f = _to_gray255(fused, data_range, quantize)
     q = []
     for level in range(scales):
-        q.append(_mef_ssim_scale(seq, f))
+        q.append(_mef_ssim_scale(seq, f, guard=not differentiable))
         if level < scales - 1:
             seq, f = _matlab_downsample2(seq), _matlab_downsample2(f)
     qs = torch.stack(q, dim=0)  # (scales, B)
     if scales == 1:
         return qs[0]
+    if differentiable:
+        return torch.exp((w.view(-1, 1) * torch.log(qs.clamp_min(1e-6))).sum(dim=0))
     if bool((qs > 0).all()):
         return torch.prod(qs ** w.view(-1, 1), dim=0)
     return torch.prod(qs.to(torch.complex128) ** w.view(-1, 1), dim=0).real

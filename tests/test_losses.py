@@ -17,15 +17,18 @@ from nas.losses import (
     IntensityLoss,
     LCNDRLoss,
     MEFCLLoss,
+    MEFSSIMLoss,
     PatchGANCritic,
     adaptive_gamma,
     build_loss,
+    check_loss_data,
     dynamic_lambdas,
     exposure_masks,
     gaussian_blur,
     list_losses,
     loss_for_model,
     scharr_magnitude,
+    well_exposed_means,
     wgan_gp_penalty,
 )
 
@@ -220,3 +223,74 @@ def test_build_loss_errors_list_valid_names() -> None:
 def test_model_to_paper_loss() -> None:
     assert loss_for_model("mef-cl") == "mef-cl" and loss_for_model("ffmef") == "ffmef"
     assert loss_for_model("lcndr") == "lcndr" and loss_for_model("hyperp-mb") == "hyperp-mb"
+
+
+# --------------------------------------------------------------------------------------------
+# The no-reference objective (real sequences)
+# --------------------------------------------------------------------------------------------
+
+
+def test_well_exposed_means_by_hand() -> None:
+    """Two flat images: the target is their SPD-MEF-weighted mean, computed by hand."""
+    dark = torch.full((1, 3, 32, 32), 0.1)
+    bright = torch.tensor([0.9, 0.6, 0.3]).view(1, 3, 1, 1).expand(1, 3, 32, 32)
+    gray = torch.tensor([0.298936021293775, 0.587043074451121, 0.114020904255103])
+
+    def w(lum: float) -> float:  # global mean = local mean for a flat image
+        return math.exp(-((lum - 0.5) ** 2) / (2 * 0.2**2) - (lum - 0.5) ** 2 / (2 * 0.5**2))
+
+    l_b = float((gray * torch.tensor([0.9, 0.6, 0.3])).sum())
+    w_d, w_b = w(0.1), w(l_b)
+    expected = (w_d * 0.1 + w_b * torch.tensor([0.9, 0.6, 0.3])) / (w_d + w_b)
+    got = well_exposed_means([dark, bright], window=16)
+    assert got.shape == (1, 3, 3, 3)  # (32 - 16) // 8 + 1
+    assert torch.allclose(got, expected.view(1, 3, 1, 1).expand_as(got), atol=1e-6)
+    # the better-exposed image dominates: the target is close to the bright colour
+    assert (got[0, :, 0, 0] - torch.tensor([0.9, 0.6, 0.3])).abs().max() < 0.1
+
+
+def test_mef_ssim_loss_is_one_minus_metric_plus_mean_term() -> None:
+    from nas.metrics import mef_ssim
+
+    g = torch.Generator().manual_seed(0)
+    scene = torch.rand(2, 3, 64, 64, generator=g)
+    batch = {"under": scene * 0.3, "over": (scene * 1.6).clamp(0, 1)}
+    fused = 0.5 * (batch["under"] + batch["over"])
+    plain = MEFSSIMLoss(mean_weight=0.0, reduction="none")(fused, batch)
+    score = mef_ssim(fused, [batch["under"], batch["over"]])
+    assert torch.allclose(plain.double(), 1 - score, atol=1e-6)
+    full = MEFSSIMLoss(mean_weight=2.0, reduction="none")(fused, batch)
+    target = well_exposed_means([batch["under"], batch["over"]], 16)
+    mean_term = (torch.nn.functional.avg_pool2d(fused, 16, 8) - target).abs().flatten(1).mean(1)
+    assert torch.allclose(full, plain + 2.0 * mean_term, atol=1e-6)
+    # a small crop is scored with the scales that fit: 24 px -> 2 scales
+    small = {k: v[..., :24, :24] for k, v in batch.items()}
+    s2 = mef_ssim(fused[..., :24, :24], [small["under"], small["over"]], scales=2)
+    got = MEFSSIMLoss(mean_weight=0.0, reduction="none")(fused[..., :24, :24], small)
+    assert torch.allclose(got.double(), 1 - s2, atol=1e-6)
+
+
+def test_mef_ssim_loss_gradient_step_improves_the_metric() -> None:
+    from nas.metrics import mef_ssim
+
+    g = torch.Generator().manual_seed(1)
+    scene = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 96, 96, generator=g), 3, 1, 1)
+    under, over = scene * 0.35, (scene * 1.8).clamp(0, 1)
+    batch = {"under": under, "over": over}
+    fused = (0.5 * (under + over)).requires_grad_()
+    loss = MEFSSIMLoss(mean_weight=0.0)
+    before = float(mef_ssim(fused.detach(), [under, over]))
+    opt = torch.optim.Adam([fused], lr=1e-2)
+    for _ in range(20):
+        opt.zero_grad()
+        loss(fused, batch).backward()
+        opt.step()
+    after = float(mef_ssim(fused.detach().clamp(0, 1), [under, over]))
+    assert after > before + 0.01, (before, after)
+
+
+def test_supervised_loss_on_unlabelled_data_is_a_clear_error() -> None:
+    batch = {"under": torch.rand(1, 3, 48, 48), "over": torch.rand(1, 3, 48, 48)}
+    with pytest.raises(ValueError, match="'gt'.*mef-ssim"):
+        check_loss_data(build_loss("l1"), [batch], "l1", "sequences/")
+    check_loss_data(build_loss("mef-ssim"), [batch], "mef-ssim", "sequences/")  # fine

@@ -770,3 +770,22 @@ def test_cuda_matches_cpu(natural: dict) -> None:
     y = fused.cuda().requires_grad_(True)
     (1 - ms_ssim(y, x.cuda(), reduction="mean")).backward()
     assert torch.isfinite(y.grad).all()
+
+
+def test_mef_ssim_differentiable_matches_metric_and_has_gradients(small_sequence: tuple) -> None:
+    under, over, fused = small_sequence
+    for scales in (1, 3):
+        ref = mef_ssim(fused, [under, over], scales=scales)
+        f = fused.clone().requires_grad_()
+        got = mef_ssim(f, [under, over], scales=scales, differentiable=True)
+        assert got.requires_grad and abs(got.item() - ref.item()) < 1e-12
+        got.sum().backward()
+        assert torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
+    # flat fused patches (where the metric's rounding guard would bind) keep finite gradients
+    flat = torch.full_like(fused, 0.5).requires_grad_()
+    mef_ssim(flat, [under, over], differentiable=True).sum().backward()
+    assert torch.isfinite(flat.grad).all()
+    with pytest.raises(ValueError, match="quantize"):
+        mef_ssim(fused, [under, over], quantize=True, differentiable=True)
+    # the metric itself still has no graph
+    assert not mef_ssim(fused.clone().requires_grad_(), [under, over]).requires_grad
