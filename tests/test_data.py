@@ -545,3 +545,19 @@ def test_rho_default_margin():
     assert valid_margin(128 / 16) == 9 and math.isclose(
         SyntheticPairs(split="val", length=1).rho, 8.0
     )
+
+
+def test_folder_pairs_match_names_case_insensitively(tmp_path) -> None:
+    """MEFB itself pairs 'Farmhouse_A.png' with 'FarmHouse_B.png' and 'sKY_a' with 'Sky_B'."""
+    from PIL import Image
+
+    from nas.data import find_folder_pairs
+
+    for rel in ("Farm/Farmhouse_A.png", "Farm/FarmHouse_B.png", "Sky/sKY_a.png", "Sky/Sky_B.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / rel)
+    pairs = find_folder_pairs(tmp_path)
+    assert [(n, a.name, b.name) for n, a, b in pairs] == [
+        ("Farm/Farmhouse", "Farmhouse_A.png", "FarmHouse_B.png"),
+        ("Sky/sKY", "sKY_a.png", "Sky_B.png"),
+    ]

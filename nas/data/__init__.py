@@ -1,10 +1,11 @@
-"""Data for multi-exposure fusion: SICE, unlabelled pair folders, synthetic pairs.
+"""Data for multi-exposure fusion: SICE, unlabelled pair folders, real exposure sequences,
+synthetic pairs.
 
 Every dataset yields sample dicts::
 
     {"under": (3, H, W) float32 in [0, 1],   # darker input
      "over":  (3, H, W) float32 in [0, 1],   # brighter input
-     "gt":    (3, H, W) float32 in [0, 1],   # ground truth (absent for unlabelled pairs)
+     "gt":    (3, H, W) float32 in [0, 1],   # ground truth (absent for pairs / sequences)
      "name":  str,
      # misaligned data only:
      "valid": (1, H, W) float32 in {0, 1},   # 1 where the warped input is real content
@@ -54,6 +55,7 @@ from nas.data.misalign import (
     valid_mask,
     warp_image,
 )
+from nas.data.sequences import SequenceFolder, candidate_pairs, find_sequences
 from nas.data.sice import SICEDataset, SICESequence, detect_sice_layout, scan_sice, select_pair
 from nas.data.synthetic import (
     SyntheticPairs,
@@ -76,9 +78,11 @@ __all__ = [
     "SICEDataset",
     "SICESequence",
     "SeededSampler",
+    "SequenceFolder",
     "SyntheticPairs",
     "build_dataset",
     "bundled_photo_paths",
+    "candidate_pairs",
     "center_crop",
     "collate_pairs",
     "corner_homography",
@@ -87,6 +91,7 @@ __all__ = [
     "detect_sice_layout",
     "expose",
     "find_folder_pairs",
+    "find_sequences",
     "list_images",
     "load_image",
     "make_generator",

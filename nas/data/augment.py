@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: Sample entries treated as images (transformed together).
-IMAGE_KEYS = ("under", "over", "gt", "valid")
+IMAGE_KEYS = ("under", "over", "gt", "valid", "under_aligned", "over_aligned")
 
 Sample = dict[str, Any]
 

@@ -1,7 +1,8 @@
 """Unlabelled exposure pairs from a folder, MEFB style: ``<Name>_A.*`` + ``<Name>_B.*``.
 
 The folder is scanned recursively; files whose stem ends in ``_A`` / ``_B``
-(case-insensitive) are paired by ``(sub-folder, Name)``. Which of the two is under- or
+(case-insensitive) are paired by ``(sub-folder, Name)``, also case-insensitively (MEFB
+pairs ``Farmhouse_A.png`` with ``FarmHouse_B.png``). Which of the two is under- or
 over-exposed is not encoded in the names (MEFB mixes both orders), so at load time the
 two images are ordered by mean luminance (Rec. 709 weights on the stored values): the
 darker becomes ``"under"`` (ties keep A as under). There is no ground truth: samples are
@@ -53,6 +54,7 @@ def find_folder_pairs(
     check_on_error(on_error)
     r = Path(root)
     slots: dict[str, dict[str, Path]] = {}
+    display: dict[str, str] = {}
     bad: set[str] = set()
     for p in list_images(r):
         m = _PAIR_RE.match(p.stem)
@@ -61,6 +63,9 @@ def find_folder_pairs(
         rel_parent = p.parent.relative_to(r).as_posix()
         name = m.group("name") if rel_parent == "." else f"{rel_parent}/{m.group('name')}"
         tag = m.group("tag").upper()
+        # names match case-insensitively (MEFB pairs 'Farmhouse_A' with 'FarmHouse_B');
+        # the scene is named as its first file spells it
+        name = display.setdefault(name.lower(), name)
         slot = slots.setdefault(name, {})
         if tag in slot:
             msg = f"two candidates for '{name}_{tag}': '{slot[tag]}' and '{p}'"

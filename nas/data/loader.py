@@ -29,6 +29,7 @@ from nas.data.base import check_split, sample_seed, single_thread
 from nas.data.folder import FolderPairs
 from nas.data.io import list_images
 from nas.data.misalign import MisalignedPairs, valid_margin
+from nas.data.sequences import SEQUENCE_PAIR_MODES, SequenceFolder
 from nas.data.sice import SICEDataset, detect_sice_layout
 from nas.data.synthetic import SyntheticPairs
 
@@ -186,10 +187,43 @@ def _is_pair_folder(folder: Path) -> bool:
     return any((par, n, "b") in keys for par, n, t in keys if t == "a")
 
 
+def _is_sequences_tree(folder: Path) -> bool:
+    """True for a tree of exposure sequences (the rule of :func:`describe_spec`)."""
+    groups: dict[Path, list[Path]] = {}
+    for p in list_images(folder):
+        groups.setdefault(p.parent, []).append(p)
+    if not groups or folder in groups:
+        return False
+    for imgs in groups.values():
+        stems = {p.stem.lower() for p in imgs if _PAIR_STEM.match(p.stem)}
+        if any(s.endswith("_a") and s[:-2] + "_b" in stems for s in stems):
+            return False
+    singles = sorted(str(d) for d, imgs in groups.items() if len(imgs) < 2)
+    if singles:
+        if len(singles) < len(groups):
+            logger.warning(
+                "data '%s' looks like a tree of exposure sequences, but %d folder(s) hold a "
+                "single image (e.g. '%s'): treating it as a folder of photos",
+                folder,
+                len(singles),
+                singles[0],
+            )
+        return False
+    return True
+
+
 def describe_spec(spec: str | os.PathLike) -> str:
     """What :func:`build_dataset` would make of ``spec``: ``"synthetic"``,
     ``"sice-original"``, ``"sice-extracted"``, ``"pairs"`` (unlabelled ``_A``/``_B``
-    folder) or ``"photos"`` (folder of photos -> synthetic pairs).
+    folder), ``"sequences"`` (folders of real exposure sequences) or ``"photos"``
+    (folder of photos -> synthetic pairs).
+
+    The checks run in that order, so SICE and ``_A``/``_B`` layouts win. A folder is
+    ``"sequences"`` when it holds no image directly, and every folder below it that
+    directly holds images (at any depth) holds at least 2 of them, none forming an
+    ``<X>_A``/``<X>_B`` pair. Any other folder with images is ``"photos"`` (as before
+    sequences were supported); a tree that fails only because some folder holds a single
+    image is treated as photos with a logged warning naming that folder.
 
     Raises:
         FileNotFoundError: the path does not exist (message names it).
@@ -200,7 +234,8 @@ def describe_spec(spec: str | os.PathLike) -> str:
     p = Path(spec).expanduser()
     hint = (
         "expected 'synthetic', a SICE root (Dataset_PartX/<n>/ + Label/, or <split>A/B/C "
-        "folders), a folder of <Name>_A/<Name>_B pairs, or a folder of photos"
+        "folders), a folder of <Name>_A/<Name>_B pairs, a folder of exposure sequences "
+        "(<scene>/<frames>, >= 2 frames per scene folder), or a folder of photos"
     )
     if not p.exists():
         raise FileNotFoundError(f"data '{p}' does not exist; {hint}")
@@ -211,6 +246,8 @@ def describe_spec(spec: str | os.PathLike) -> str:
         return f"sice-{layout}"
     if _is_pair_folder(p):
         return "pairs"
+    if _is_sequences_tree(p):
+        return "sequences"
     if list_images(p):
         return "photos"
     raise ValueError(f"data '{p}' holds no image files; {hint}")
@@ -224,7 +261,7 @@ def build_dataset(
     seed: int = 0,
     *,
     length: int | None = None,
-    pair_mode: str = "extreme",
+    pair_mode: str | None = None,
     ratios: Sequence[float] = (0.8, 0.1, 0.1),
     augment: bool | None = None,
     max_side: int | None = None,
@@ -232,6 +269,7 @@ def build_dataset(
     misalign_target: str = "under",
     skip_unlabelled: bool = False,
     on_error: str = "raise",
+    cache: bool = False,
 ) -> Dataset:
     """Dataset for ``--data PATH|synthetic`` (kind detected by :func:`describe_spec`).
 
@@ -240,6 +278,9 @@ def build_dataset(
       ``skip_unlabelled`` apply).
     * a folder of ``<Name>_A``/``<Name>_B`` images: :class:`FolderPairs`, unlabelled
       (no ``"gt"``), all pairs whatever ``split`` (a warning is logged for ``"train"``).
+    * a tree of exposure sequences (``<scene>/<frames>``, see :func:`describe_spec`):
+      :class:`~nas.data.sequences.SequenceFolder`, unlabelled (no ``"gt"``), split by
+      scene; frames paired by luminance (``pair_mode``, ``max_side``, ``cache`` apply).
     * any other folder of images: :class:`SyntheticPairs` on those photos.
 
     Args:
@@ -253,14 +294,20 @@ def build_dataset(
             all-ones ``"valid"`` mask; without a crop, ``"valid"`` flags the border.
         seed: seeds splits, sample content and homographies.
         length: samples per epoch (synthetic only).
-        pair_mode: SICE pair selection.
+        pair_mode: pair selection. ``None`` (default) picks each kind's default:
+            ``"extreme"`` for SICE, ``"random"`` for sequences (fixed per scene outside
+            ``train``). SICE takes ``"extreme"``, ``"ev1"`` or ``"random"``; sequences
+            take ``"random"``, ``"extreme"`` or ``"middle"``, and map SICE's ``"ev1"``
+            (the central pair) to ``"middle"``. Other kinds ignore it.
         ratios: ``(train, val, test)`` split fractions (by scene / sequence / photo).
         augment: override the default (augment the train split only).
-        max_side: downscale loaded images (SICE / pairs: default native; photos: 1024).
+        max_side: downscale loaded images (SICE / pairs / sequences: default native;
+            photos: 1024).
         rho: homography corner perturbation in pixels (default ``crop / 16``).
         misalign_target: ``"under"`` (default) or ``"over"``.
         skip_unlabelled: SICE: skip sequences without ground truth (with a warning).
         on_error: ``"raise"`` or ``"skip"`` bad files (skips are logged naming the file).
+        cache: sequences: keep decoded frames in memory (``uint8``) across epochs.
 
     Returns:
         A map-style dataset of sample dicts.
@@ -295,13 +342,32 @@ def build_dataset(
         base = SICEDataset(
             path,
             split,
-            pair_mode=pair_mode,
+            pair_mode="extreme" if pair_mode is None else pair_mode,
             crop=base_crop,
             augment=augment,
             ratios=ratios,
             seed=seed,
             max_side=max_side,
             skip_unlabelled=skip_unlabelled,
+            on_error=on_error,
+        )
+    elif kind == "sequences":
+        mode = "random" if pair_mode is None else {"ev1": "middle"}.get(pair_mode, pair_mode)
+        if mode not in SEQUENCE_PAIR_MODES:
+            raise ValueError(
+                f"pair_mode {pair_mode!r} does not apply to the exposure sequences in "
+                f"'{path}': use one of {SEQUENCE_PAIR_MODES}"
+            )
+        base = SequenceFolder(
+            path,
+            split,
+            pair_mode=mode,
+            crop=base_crop,
+            augment=augment,
+            ratios=ratios,
+            seed=seed,
+            max_side=max_side,
+            cache=cache,
             on_error=on_error,
         )
     else:

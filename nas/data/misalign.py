@@ -10,6 +10,10 @@ Conventions:
 * By default the **under** exposure is warped; the **over** exposure stays in the
   reference frame, and so does the ground truth (it was aligned with both inputs, so it
   stays aligned with the unwarped one). ``target="over"`` swaps the roles.
+* ``sample["under_aligned"]`` (``"over_aligned"`` with ``target="over"``) keeps the input
+  before warping, i.e. in the reference frame: a no-reference loss (MEF-SSIM) scores the
+  fused image against it and the unwarped input, since a fusion aligned to the reference
+  cannot also match the warped structure.
 * ``sample["homography"]`` (``(3, 3)`` float32) maps pixel coordinates ``(x, y, 1)`` of the
   reference frame to the coordinates of the same scene point in the warped input
   (``warped(H p) = original(p)``). Warping the warped input by ``H^-1`` recovers the
@@ -147,6 +151,7 @@ def misalign_sample(
     hom = corner_homography(h, w, rho, generator)
     out = dict(sample)
     out[target] = warp_image(sample[target], hom, padding=padding)
+    out[f"{target}_aligned"] = sample[target]  # what the fusion is scored against
     valid = valid_mask(hom, h, w)
     if isinstance(sample.get("valid"), torch.Tensor):
         valid = valid * warp_image(sample["valid"], hom, padding="zeros").gt(0.999).float()
