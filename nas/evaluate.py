@@ -36,6 +36,14 @@ Output (atomic writes): ``results/eval/<name>/eval-<device-fingerprint>-<data>.c
 ``.md`` plus ``meta.yaml`` (device, torch version, data spec, split, crop, number of images,
 latency resolution, batch, warm-up, repetitions, rounds, threads, table used, notes). The
 Markdown table is printed.
+
+Classical methods (``mertens``, ``average``: :mod:`nas.classical`) are accepted by name beside
+the networks: they need no training (never "untrained"), have 0 parameters and no MACs/FLOPs
+count (empty), group ``classical``, and their latency is measured by the same harness
+(through a parameter-free ``nn.Module`` adapter).
+
+MEFB protocol: ``--protocol mefb`` hands over to :mod:`nas.mefb` (no-reference evaluation of
+real pair folders at full resolution, beside MEFB's published table).
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ from nas.utils import atomic_write_text
 
 __all__ = [
     "BASELINE_GROUP",
+    "CLASSICAL_GROUP",
     "QUALITY_COLUMNS",
     "UntrainedModelError",
     "default_out_dir",
@@ -74,6 +83,7 @@ __all__ = [
 
 EVAL_DIR = Path("results") / "eval"
 BASELINE_GROUP = "baseline"
+CLASSICAL_GROUP = "classical"
 QUALITY_COLUMNS: tuple[str, ...] = ("psnr", "ssim", "ms_ssim", "fsim", "mef_ssim", "qabf")
 """Metric columns of the table (``nas.metrics`` names); the reference ones are NaN without GT."""
 COLUMNS: tuple[str, ...] = (
@@ -129,9 +139,12 @@ def _quiet(msg: str) -> None:
 
 def model_group(resolved: ResolvedModel) -> str:
     """``baseline`` (a fixed registry model: MEF-CL, FFMEF, LCNDR, HyperP_MB), ``crmef`` (the
-    paper's published genotypes from the registry), ``searched`` (a genotype that comes from a
-    search run) or ``derived`` (any other genotype)."""
+    paper's published genotypes from the registry), ``classical`` (Mertens, the average:
+    :mod:`nas.classical`), ``searched`` (a genotype that comes from a search run) or
+    ``derived`` (any other genotype)."""
     arch = resolved.arch or {}
+    if resolved.classical:
+        return CLASSICAL_GROUP
     if arch.get("kind") == "registry":
         return "crmef" if str(arch.get("name", "")).startswith("crmef-") else BASELINE_GROUP
     return "searched" if _search_config(resolved.source) is not None else "derived"
@@ -230,7 +243,7 @@ def resolve_models(
             kw = dict(per_name.get(str(ref), {}))
             if channels is not None and str(ref).startswith("crmef-"):
                 kw.setdefault("channels", int(channels))
-        out.append(resolve_model(ref, **kw))
+        out.append(resolve_model(ref, allow_classical=True, **kw))
     seen: dict[str, int] = {}
     for r in out:  # unique row names
         n = seen.get(r.name, 0) + 1
@@ -300,7 +313,7 @@ def measure_quality(
     sums: list[dict[str, float]] = [{} for _ in models]
     n_img = 0
     has_gt = True
-    nets = [r.model.to(device).eval() for r in models]
+    nets = [r.module().to(device).eval() for r in models]
     with torch.inference_mode():
         for bi, batch in enumerate(loader):
             under = batch["under"].to(device)
@@ -332,11 +345,15 @@ def measure_quality(
     return means, n_img, has_gt
 
 
-def measure_size(model: torch.nn.Module, size: int) -> tuple[dict[str, float], str | None]:
+def measure_size(model: Any, size: int) -> tuple[dict[str, float], str | None]:
     """``{params, macs, flops}`` per image at ``size`` x ``size``; a counter that fails gives
-    NaN and a reason."""
+    NaN and a reason. A classical method (:mod:`nas.classical`) has 0 parameters and no
+    MACs/FLOPs count (NaN: the counters only see torch ops)."""
+    from nas.classical import ClassicalFusion, ClassicalModule
     from nas.flops import count_flops, count_macs_thop, count_params
 
+    if isinstance(model, ClassicalFusion | ClassicalModule):
+        return {"params": 0.0, "macs": float("nan"), "flops": float("nan")}, None
     out: dict[str, float] = {"params": float(count_params(model))}
     problems = []
     cpu = model.to("cpu")
@@ -553,7 +570,7 @@ def evaluate_models(
         f"latency: {len(models)} model(s), {latency_batch}x3x{latency_size}x{latency_size}, "
         f"{reps} reps in {settings.rounds} rounds, {warmup} warm-up, {n_threads} thread(s)"
     )
-    stats = measure_networks([r.model for r in models], settings)
+    stats = measure_networks([r.module() for r in models], settings)
 
     # 4) predicted latency of derived nets from this device's table
     table, table_note = _load_table(
@@ -808,6 +825,8 @@ def write_eval(df: pd.DataFrame, out_dir: str | Path, argv: Sequence[str] | None
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nas.mefb import DEFAULT_TILE_ABOVE_MP, MEFB_TABLE_FILE
+
     p = argparse.ArgumentParser(
         prog="python -m nas.evaluate",
         description="Quality, params/MACs/FLOPs and measured latency of fusion networks, "
@@ -847,6 +866,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate untrained models (flagged) instead of refusing them",
     )
     p.add_argument("--quiet", action="store_true", help="no progress messages")
+    m = p.add_argument_group(
+        "--protocol mefb",
+        "MEFB's no-reference protocol on a folder of pairs (MEFB <Scene>/<Scene>_A|_B.*, "
+        "<scene>/A|B.*, <scene>/under|over(|gt).*): every pair at full resolution, MEF-SSIM "
+        "and Q^AB/F as MEFB computes them (+ PSNR/SSIM where gt exists), time per megapixel; "
+        "--crop/--full/--split/--batch/--misaligned/--latency-*/--reps/--rounds/--warmup do "
+        "not apply",
+    )
+    m.add_argument(
+        "--protocol",
+        choices=["table", "mefb"],
+        default="table",
+        help="table (default: quality on crops + params/FLOPs/latency) or mefb",
+    )
+    m.add_argument("--max-pairs", dest="max_pairs", type=int, help="only the first N pairs")
+    m.add_argument("--scenes", nargs="+", metavar="NAME", help="only these scenes")
+    m.add_argument(
+        "--tile-above",
+        dest="tile_above",
+        type=float,
+        default=DEFAULT_TILE_ABOVE_MP,
+        metavar="MP",
+        help=f"tile networks on images above this many megapixels (default "
+        f"{DEFAULT_TILE_ABOVE_MP:g}; MEFB's largest is 0.97)",
+    )
+    m.add_argument("--tile", type=int, help="tile side in pixels (default: nas.fuse's 512)")
+    m.add_argument("--overlap", type=int, help="tile overlap in pixels (default: 64)")
+    m.add_argument(
+        "--mefb-table",
+        dest="mefb_table",
+        help=f"MEFB's published table (default: DATA/{MEFB_TABLE_FILE} when present)",
+    )
+    m.add_argument(
+        "--save-fused", dest="save_fused", metavar="DIR", help="write fused outputs as PNG"
+    )
+    m.add_argument(
+        "--save-names",
+        dest="save_names",
+        nargs="+",
+        metavar="SCENE",
+        help="only these scenes' fused outputs (default: all)",
+    )
     return p
 
 
@@ -858,6 +919,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet or msg.startswith("WARNING"):
             print(msg, file=sys.stderr, flush=True)
 
+    if args.protocol == "mefb":
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="WARNING: untrained")
+                from nas.mefb import main_folder
+
+                return main_folder(args, argv, log)
+        except (ModelRefError, ValueError, FileNotFoundError, RuntimeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="WARNING: untrained")

@@ -2,8 +2,9 @@
 
 Fuses a user's exposures of one scene, of any size, with any model reference
 (:func:`nas.models.resolve_model`: a training run, a model file, a genotype, a search run or a
-registry name). Images are read by :func:`nas.data.io.load_image` (EXIF orientation, 16-bit,
-grayscale and RGBA handled there) and the result is written atomically as 8-bit sRGB.
+registry name) or a classical method (``--model mertens`` or ``average``,
+:mod:`nas.classical`). Images are read by :func:`nas.data.io.load_image` (EXIF orientation,
+16-bit, grayscale and RGBA handled there) and the result is written atomically as 8-bit sRGB.
 
 Tiling (``--tile``, ``--overlap``)
 ----------------------------------
@@ -50,6 +51,14 @@ The networks take a pair (under, over). With N > 2 inputs:
   exposure ratio, so this is the input they know best.
 * ``sequential``: sort by mean luminance, fuse the two darkest, then fuse that result (as the
   under-exposed input) with the next brighter image, and so on.
+* ``all`` (classical methods only, and their default): every exposure at once,
+  :meth:`~nas.classical.ClassicalFusion.fuse_sequence` (Mertens is made for N exposures).
+
+Classical methods
+-----------------
+``mertens`` and ``average`` have no weights (never "untrained") and are never tiled (they are
+cheap and Mertens' Laplacian pyramid spans the whole image); ``--tile``/``--overlap`` do not
+apply to them. Mertens computes on the CPU whatever ``--device`` says.
 
 Untrained models
 ----------------
@@ -72,6 +81,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -79,12 +89,17 @@ from torch import Tensor, nn
 
 from nas.data.io import ImageReadError, PairSizeError, load_image, save_image
 
+if TYPE_CHECKING:
+    from nas.classical import ClassicalFusion
+
 __all__ = [
+    "ALL_RULE",
     "DEFAULT_ALIGN",
     "DEFAULT_OVERLAP",
     "DEFAULT_TILE",
     "RULES",
     "FuseError",
+    "fuse_classical",
     "fuse_images",
     "fuse_pair",
     "global_norm_stats",
@@ -105,6 +120,8 @@ DEFAULT_STATS_MAX_PIXELS = 1 << 20
 """Instance-norm statistics are taken from the whole image up to this many pixels."""
 RULES = ("extremes", "sequential")
 """How N > 2 exposures are reduced to pairs (``--rule``)."""
+ALL_RULE = "all"
+"""``--rule all``: every exposure at once (classical methods, which take N frames)."""
 
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 """Output formats :func:`nas.data.io.save_image` writes."""
@@ -366,6 +383,23 @@ def fuse_pair(
     return out[0] if squeeze else out
 
 
+def _check_images(images: Sequence[Tensor], names: Sequence[str] | None) -> None:
+    """At least two ``(3, H, W)`` images of one size (else FuseError / PairSizeError)."""
+    if len(images) < 2:
+        raise FuseError(f"need at least two exposures to fuse, got {len(images)}")
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    ref = images[0]
+    for i, img in enumerate(images):
+        if img.dim() != 3 or img.shape[0] != 3:
+            raise FuseError(f"{names[i]}: expected a (3, H, W) image, got {tuple(img.shape)}")
+        if img.shape != ref.shape:
+            raise PairSizeError(
+                f"image sizes differ: '{names[0]}' is {ref.shape[2]}x{ref.shape[1]} (W x H) but "
+                f"'{names[i]}' is {img.shape[2]}x{img.shape[1]}; all exposures must have the "
+                "same size (align and crop them first)"
+            )
+
+
 @dataclass
 class FuseResult:
     """What :func:`fuse_images_info` did."""
@@ -386,24 +420,38 @@ def fuse_images_info(
     **kwargs,
 ) -> FuseResult:
     """:func:`fuse_images` that also says which images were used (darkest first)."""
-    if len(images) < 2:
-        raise FuseError(f"need at least two exposures to fuse, got {len(images)}")
-    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
-    ref = images[0]
-    for i, img in enumerate(images):
-        if img.dim() != 3 or img.shape[0] != 3:
-            raise FuseError(f"{names[i]}: expected a (3, H, W) image, got {tuple(img.shape)}")
-        if img.shape != ref.shape:
-            raise PairSizeError(
-                f"image sizes differ: '{names[0]}' is {ref.shape[2]}x{ref.shape[1]} (W x H) but "
-                f"'{names[i]}' is {img.shape[2]}x{img.shape[1]}; all exposures must have the "
-                "same size (align and crop them first)"
-            )
+    _check_images(images, names)
     used = order_exposures(images, rule)
     fused = images[used[0]]
     for j in used[1:]:
         fused = fuse_pair(model, fused, images[j], tile, overlap, **kwargs)
     return FuseResult(fused, used, [mean_luminance(images[i]) for i in used])
+
+
+def fuse_classical(
+    method: ClassicalFusion,
+    images: Sequence[Tensor],
+    rule: str = ALL_RULE,
+    *,
+    names: Sequence[str] | None = None,
+    device: torch.device | str | None = None,
+) -> FuseResult:
+    """Fuse ``(3, H, W)`` exposures with a classical method (never tiled).
+
+    ``rule="all"``: every exposure at once (:meth:`ClassicalFusion.fuse_sequence`, darkest
+    first); ``extremes`` / ``sequential``: as for networks, pair by pair. ``device``: where
+    the tensors go (Mertens itself computes on the CPU); the result is on the CPU.
+    """
+    _check_images(images, names)
+    dev = torch.device(device) if device is not None else images[0].device
+    moved = [x.to(dev) for x in images]
+    if rule == ALL_RULE:
+        used = order_exposures(moved, "sequential")
+        fused = method.fuse_sequence([moved[i] for i in used])
+        return FuseResult(fused.cpu(), used, [mean_luminance(moved[i]) for i in used])
+    res = fuse_images_info(method.as_module(), moved, 0, 0, rule=rule, names=names, device=dev)
+    res.image = res.image.cpu()
+    return res
 
 
 def fuse_images(
@@ -486,10 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rule",
-        choices=RULES,
-        default="extremes",
-        help="more than two exposures: fuse the darkest and brightest (extremes) or all, "
-        "darkest to brightest (sequential)",
+        choices=[*RULES, ALL_RULE],
+        default=None,
+        help="more than two exposures: fuse the darkest and brightest (extremes, default for "
+        "networks), all pair by pair darkest to brightest (sequential), or all at once (all: "
+        "classical methods only, their default)",
     )
     p.add_argument("--channels", type=int, help="width of crmef-* registry models (untrained only)")
     p.add_argument(
@@ -517,7 +566,13 @@ def main(argv: list[str] | None = None) -> int:
         check_output(out, inputs)
         device = resolve_device(args.device)
         kwargs = {"channels": args.channels} if args.channels else {}
-        resolved = resolve_model(args.model, **kwargs)
+        resolved = resolve_model(args.model, allow_classical=True, **kwargs)
+        rule = args.rule or (ALL_RULE if resolved.classical else "extremes")
+        if rule == ALL_RULE and not resolved.classical:
+            raise FuseError(
+                f"--rule all fuses every exposure at once, which only the classical methods "
+                f"do; {resolved.name} fuses pairs: use --rule extremes or sequential"
+            )
         if not resolved.trained:
             what = (
                 f"model {resolved.name!r} ({resolved.source}) has no trained weights: "
@@ -531,25 +586,24 @@ def main(argv: list[str] | None = None) -> int:
             bar = "!" * 78
             print(f"{bar}\nWARNING: {what}.\n{bar}", file=sys.stderr)
         images = [load_image(p) for p in inputs]
-        model = resolved.model.to(device).eval()
-        if has_global_context(model) and args.tile > 0:
-            h, w = images[0].shape[-2:]
-            if max(h, w) > args.tile:
-                print(
-                    f"note: {resolved.name} attends over the whole image; tiles of {args.tile} "
-                    "px approximate that (use --tile 0 if memory allows)",
-                    file=sys.stderr,
-                )
-        t0 = time.perf_counter()
-        res = fuse_images_info(
-            model,
-            images,
-            args.tile,
-            args.overlap,
-            rule=args.rule,
-            names=[str(p) for p in inputs],
-            device=device,
-        )
+        names = [str(p) for p in inputs]
+        if resolved.classical:
+            t0 = time.perf_counter()
+            res = fuse_classical(resolved.model, images, rule, names=names, device=device)
+        else:
+            model = resolved.model.to(device).eval()
+            if has_global_context(model) and args.tile > 0:
+                h, w = images[0].shape[-2:]
+                if max(h, w) > args.tile:
+                    print(
+                        f"note: {resolved.name} attends over the whole image; tiles of "
+                        f"{args.tile} px approximate that (use --tile 0 if memory allows)",
+                        file=sys.stderr,
+                    )
+            t0 = time.perf_counter()
+            res = fuse_images_info(
+                model, images, args.tile, args.overlap, rule=rule, names=names, device=device
+            )
         save_image(res.image, out, protected=inputs)
     except (
         FuseError,
@@ -568,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     h, w = res.image.shape[-2:]
     print(
-        f"fused {len(res.used)} of {len(inputs)} exposures [{args.rule}: {used}] with "
+        f"fused {len(res.used)} of {len(inputs)} exposures [{rule}: {used}] with "
         f"{resolved.name} on {device}, {w}x{h}, {dt:.1f} s -> {out}"
     )
     return 0

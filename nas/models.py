@@ -8,7 +8,14 @@ A model reference is one of:
 * a search run folder: its genotype with the weights inherited from the supernet
   (``derived_init.pt``);
 * a training run folder: the trained weights (``checkpoints/best.pt``, else ``last.pt``);
-* a model file written by :func:`save_model` (``*.pt``: architecture + state dict).
+* a model file written by :func:`save_model` (``*.pt``: architecture + state dict);
+* a classical (non-learned) method of :mod:`nas.classical` (``mertens``, ``average``), only
+  where the caller accepts one: ``resolve_model(ref, allow_classical=True)`` (evaluate, fuse)
+  gives a :class:`ResolvedModel` whose ``model`` is a
+  :class:`~nas.classical.ClassicalFusion` (``arch = {"kind": "classical", "name": ...}``,
+  ``trained`` true: there is nothing to train). Without the flag (train, search, export) a
+  classical name is a :class:`ModelRefError` saying so, so ``model`` is always an
+  ``nn.Module`` there.
 
 Every model file stores its architecture next to the weights (``{"arch": ..., "state_dict":
 ...}``) so a file alone rebuilds the network; ``arch`` is ``{"kind": "genotype", "genotype":
@@ -35,15 +42,29 @@ class ModelRefError(ValueError):
 
 @dataclass
 class ResolvedModel:
-    """A model and where it came from."""
+    """A model and where it came from.
 
-    model: nn.Module
+    ``model`` is an ``nn.Module``, or a :class:`~nas.classical.ClassicalFusion` when the
+    reference named a classical method and the caller allowed it (``classical`` is then true;
+    use :meth:`module` where an ``nn.Module`` is needed).
+    """
+
+    model: Any
     name: str
     arch: dict[str, Any]
     source: str
     trained: bool = False
     genotype: Genotype | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def classical(self) -> bool:
+        """True when ``model`` is a classical (non-learned) method."""
+        return (self.arch or {}).get("kind") == "classical"
+
+    def module(self) -> nn.Module:
+        """``model`` as an ``nn.Module`` (a classical method wrapped, parameter-free)."""
+        return self.model.as_module() if self.classical else self.model
 
 
 def arch_of_genotype(g: Genotype) -> dict[str, Any]:
@@ -59,7 +80,13 @@ def build_arch(arch: dict[str, Any], source: str = "<arch>") -> tuple[nn.Module,
         g = Genotype.from_dict(arch["genotype"], source=source)
         return build(g), g
     if kind == "registry":
+        from nas.baselines import is_classical
+
+        if is_classical(str(arch.get("name"))):
+            raise ModelRefError(classical_message(str(arch["name"])))
         return create_model(arch["name"], **arch.get("kwargs", {})), None
+    if kind == "classical":
+        raise ModelRefError(classical_message(str(arch.get("name"))))
     raise ModelRefError(f"{source}: unknown architecture record {arch!r}")
 
 
@@ -97,11 +124,37 @@ def load_model_file(path: str | Path, map_location: Any = "cpu") -> ResolvedMode
     )
 
 
-def resolve_model(ref: str | Path, **kwargs: Any) -> ResolvedModel:
-    """Resolve a model reference (see the module docstring); ``kwargs`` go to registry models."""
-    from nas.baselines import is_model, list_models
+def classical_message(name: str) -> str:
+    """One line: ``name`` is a classical method, with nothing to train, search or export."""
+    return (
+        f"{name!r} is a classical fusion method (no learned weights): there is nothing to "
+        f"train, search or export; use it directly with `python -m nas.evaluate --models "
+        f"{name}` or `python -m nas.fuse --model {name} ...`"
+    )
+
+
+def resolve_model(
+    ref: str | Path, *, allow_classical: bool = False, **kwargs: Any
+) -> ResolvedModel:
+    """Resolve a model reference (see the module docstring); ``kwargs`` go to registry models.
+
+    Args:
+        ref: a model reference.
+        allow_classical: accept a classical method's name (``model`` is then a
+            :class:`~nas.classical.ClassicalFusion`); otherwise it is a :class:`ModelRefError`.
+        kwargs: keyword arguments of the registry factory.
+    """
+    from nas.baselines import create_fusion, is_classical, is_model, list_models
 
     s = str(ref)
+    if is_classical(s):
+        if not allow_classical:
+            raise ModelRefError(classical_message(s))
+        arch = {"kind": "classical", "name": s, "kwargs": dict(kwargs)}
+        method = create_fusion(s, **kwargs)
+        return ResolvedModel(
+            method, s, arch, "registry", trained=True, info={"describe": method.describe()}
+        )
     if is_model(s):
         arch = {"kind": "registry", "name": s, "kwargs": dict(kwargs)}
         model, g = build_arch(arch)

@@ -25,7 +25,7 @@ def test_baselines_registered() -> None:
     assert list_models("hyperp*") == ["hyperp-mb"]
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(kind="network"))
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_forward_backward(name: str, shape: tuple[int, ...]) -> None:
     model = create_model(name)
@@ -121,7 +121,7 @@ def test_lcndr_attention_token_cap() -> None:
     assert out.shape == under.shape and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(kind="network"))
 def test_gradients_flow_at_initialisation(name: str) -> None:
     """No output clamp may swallow every gradient of a freshly built model (a dead start)."""
     torch.manual_seed(0)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from nas.evaluate import (
@@ -18,9 +20,22 @@ from nas.evaluate import (
     resolve_models,
     write_eval,
 )
-from nas.genotype import CRMEF_GENERAL
+from nas.genotype import CRMEF_GENERAL, build
 from nas.latency import LatencyTable, trace_units
-from nas.models import resolve_model
+from nas.latency.profiler import pinned_threads
+from nas.mefb import (
+    PAIR_COLUMNS,
+    PLOT_FILE,
+    SUMMARY_COLUMNS,
+    FolderEval,
+    evaluate_folder,
+    folder_markdown,
+    pair_metrics,
+    ranked_table,
+    speed_quality_frame,
+    write_folder_eval,
+)
+from nas.models import arch_of_genotype, resolve_model, save_model
 
 SIZE = 24  # latency resolution and crop: tiny, but >= 11 px for MEF-SSIM
 FAST = dict(
@@ -174,3 +189,257 @@ def test_cli_bad_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     missing = tmp_path / "nowhere"
     assert main(["--models", "ffmef", "--data", str(missing), "--allow-untrained"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --- classical methods in the table protocol -----------------------------------------------
+
+
+def test_classical_methods_in_the_table() -> None:
+    with pinned_threads(1):  # the metrics run on torch's threads; 1 is fastest on tiny crops
+        df = evaluate_models(["average", "mertens"], **{**FAST, "max_images": 1})
+    # no --allow-untrained needed: classical methods have nothing to train
+    assert list(df["kind"]) == ["classical", "classical"]
+    assert list(df["group"]) == ["classical", "classical"]
+    assert df["trained"].all() and (df["params"] == 0).all()
+    assert df["macs"].isna().all() and df["flops"].isna().all()
+    assert (df["latency_ms"] > 0).all() and df["mef_ssim"].notna().all()
+    assert "| average | classical | yes |" in markdown_table(df)
+
+
+# --- the MEFB no-reference protocol --------------------------------------------------------
+
+MEFB_REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mefb"
+FAKE_TABLE = {
+    "source": "fake MEFB table for the tests",
+    "methods": {
+        "BEST": {"MEF_SSIM": 0.999, "Qabf": 0.8, "Psnr": 50.0},
+        "MIDDLE": {"MEF_SSIM": 0.85, "Qabf": 0.5, "Psnr": 50.0},
+        "WORST": {"MEF_SSIM": 0.10, "Qabf": 0.1, "Psnr": 50.0},
+    },
+}
+
+
+def _scene_images(h: int, w: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(under, over, reference) of a smooth random scene, quantised to 8 bits."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, h, w, generator=g)
+    x = torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)[0]
+    x = (x - x.amin()) / (x.amax() - x.amin())
+    q = lambda t: (t.clamp(0, 1) * 255).round() / 255  # noqa: E731
+    return q(x * 0.35), q(x * 1.2 + 0.3), q(x)
+
+
+def _write(path: Path, img: torch.Tensor) -> Path:
+    from nas.data.io import save_image
+
+    return save_image(img, path)
+
+
+def _mefb_tree(root: Path, table: bool = True) -> Path:
+    """3 MEFB-style pairs: 48x56, 48x56 (bright one as A) and 52x60; a fake published table."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (h, w), swap in (
+        ("s1", (48, 56), False),
+        ("s2", (48, 56), True),
+        ("s3", (52, 60), False),
+    ):
+        u, o, _ = _scene_images(h, w, int(name[1]))
+        a, b = (o, u) if swap else (u, o)
+        _write(root / name / f"{name}_A.png", a)
+        _write(root / name / f"{name}_B.png", b)
+    if table:
+        (root / "mefb_table.json").write_text(json.dumps(FAKE_TABLE))
+    return root
+
+
+@pytest.fixture(scope="module")
+def mefb_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _mefb_tree(tmp_path_factory.mktemp("mefb") / "mefb")
+
+
+@pytest.fixture(scope="module")
+def net_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved (so 'trained') C8 CRMEF network: a tiny learned model for the protocol."""
+    torch.manual_seed(0)
+    g = CRMEF_GENERAL.with_channels(8)
+    return save_model(tmp_path_factory.mktemp("net") / "tiny.pt", build(g), arch_of_genotype(g))
+
+
+@pytest.fixture(scope="module")
+def folder_eval(mefb_tree: Path, net_file: Path) -> FolderEval:
+    return evaluate_folder(
+        ["average", "mertens", str(net_file)], mefb_tree, device="cpu", threads=1
+    )
+
+
+def test_mefb_rows_ranks_and_published(folder_eval: FolderEval, tmp_path: Path) -> None:
+    s = folder_eval.summary
+    assert list(s.columns) == list(SUMMARY_COLUMNS)
+    assert list(s["name"]) == ["average", "mertens", "tiny"]
+    assert list(s["group"]) == ["classical", "classical", "derived"]
+    assert list(s["pairs"]) == [3, 3, 3] and (s["tiled_pairs"] == 0).all()
+    assert list(folder_eval.pairs["scene"].unique()) == ["s1", "s2", "s3"]
+    assert (s["params"].iloc[:2] == 0).all() and s["params"].iloc[2] > 0
+    for c in ("time_ms", "ms_per_mp", "metrics_ms"):
+        assert (s[c] > 0).all() and (folder_eval.pairs[c] > 0).all(), c
+    assert s["psnr"].isna().all()  # no ground truth in MEFB
+    # published rows: rank among them = 1 + number of published methods above
+    for _, r in s.iterrows():
+        above = sum(m["MEF_SSIM"] > r["mef_ssim"] for m in FAKE_TABLE["methods"].values())
+        assert r["mefb_rank"] == 1 + above
+    ranked = ranked_table(folder_eval)
+    assert list(ranked["rank"]) == list(range(1, 7))
+    assert ranked["mef_ssim"].is_monotonic_decreasing
+    assert set(ranked["source"]) == {"this run", "MEFB published"}
+    assert ranked.loc[0, "name"] == "BEST" and ranked.iloc[-1]["name"] == "WORST"
+
+    paths = write_folder_eval(folder_eval, tmp_path / "out", ["--protocol", "mefb"])
+    assert paths["csv"].name.startswith("mefb-cpu-") and paths["csv"].name.endswith("-mefb.csv")
+    assert list(pd.read_csv(paths["csv"]).columns) == list(SUMMARY_COLUMNS)
+    back = pd.read_csv(paths["pairs"])
+    assert list(back.columns) == list(PAIR_COLUMNS) and len(back) == 9
+    md = paths["md"].read_text()
+    assert "| rank | method | source | MEF-SSIM | Q^AB/F | ms/MP | params |" in md
+    assert "| MEFB published |" in md.replace("| BEST | MEFB published |", "| MEFB published |")
+    assert "**mertens**" in md and "among MEFB's 3 published methods" in md
+    assert paths["plot"].name == PLOT_FILE and paths["plot"].stat().st_size > 1000
+    meta = yaml.safe_load(paths["meta"].read_text())
+    assert meta["device"]["device_fingerprint"] == s.loc[0, "device"]
+    assert meta["data"]["pairs"] == 3 and meta["published"]["methods"] == 3
+
+
+def test_mefb_average_row_equals_the_metric_computed_directly(
+    folder_eval: FolderEval, mefb_tree: Path
+) -> None:
+    from nas.data.io import load_image
+    from nas.metrics import mef_ssim, qabf
+
+    mefs, qs = [], []
+    for name in ("s1", "s2", "s3"):
+        a = load_image(mefb_tree / name / f"{name}_A.png")[None]
+        b = load_image(mefb_tree / name / f"{name}_B.png")[None]
+        f = (a + b) / 2
+        mefs.append(float(mef_ssim(f, [a, b], scales=3, quantize=True)[0]))
+        qs.append(float(qabf(f, a, b, quantize=True)[0]))
+    row = folder_eval.summary.set_index("name").loc["average"]
+    assert row["mef_ssim"] == pytest.approx(sum(mefs) / 3, abs=1e-12)
+    assert row["qabf"] == pytest.approx(sum(qs) / 3, abs=1e-12)
+
+
+def test_mefb_metrics_are_symmetric_in_the_sources() -> None:
+    u, o, _ = _scene_images(48, 52, 7)
+    f = (0.6 * u + 0.4 * o)[None]
+    ab = pair_metrics(f, u[None], o[None])
+    ba = pair_metrics(f, o[None], u[None])
+    assert ab["mef_ssim"] == pytest.approx(ba["mef_ssim"], abs=1e-12)
+    assert ab["qabf"] == pytest.approx(ba["qabf"], abs=1e-12)
+
+
+def test_mefb_is_reproducible_and_tiles_above_the_threshold(
+    folder_eval: FolderEval, mefb_tree: Path, net_file: Path
+) -> None:
+    again = evaluate_folder(
+        ["average", "mertens", str(net_file)], mefb_tree, device="cpu", threads=1, max_pairs=2
+    )
+    first = folder_eval.pairs.set_index(["model", "scene"])
+    for _, r in again.pairs.iterrows():
+        ref = first.loc[(r["model"], r["scene"])]
+        assert abs(r["mef_ssim"] - ref["mef_ssim"]) < 1e-4
+        assert abs(r["qabf"] - ref["qabf"]) < 1e-4
+    assert again.meta["data"]["subset"] and len(again.pairs) == 6
+    tiled = evaluate_folder(
+        [str(net_file)],
+        mefb_tree,
+        device="cpu",
+        threads=1,
+        tile_above_mp=0.001,
+        tile=32,
+        overlap=16,
+        mefb_table=False,
+        max_pairs=1,
+    )
+    assert tiled.summary.loc[0, "tiled_pairs"] == 1 and tiled.published is None
+    whole = first.loc[("tiny", "s1"), "mef_ssim"]
+    assert tiled.pairs.loc[0, "mef_ssim"] == pytest.approx(whole, abs=1e-3)
+
+
+def test_mefb_cli_saves_only_named_fused_outputs(
+    mefb_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, fused = tmp_path / "eval", tmp_path / "fused"
+    argv = ["--protocol", "mefb", "--data", str(mefb_tree), "--models", "average", "mertens"]
+    argv += ["--out", str(out), "--device", "cpu", "--threads", "1", "--quiet"]
+    argv += ["--max-pairs", "2", "--save-fused", str(fused), "--save-names", "s2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| rank | method |" in printed and "MEFB published" in printed
+    assert sorted(p.relative_to(fused).as_posix() for p in fused.rglob("*.png")) == [
+        "average/s2.png",
+        "mertens/s2.png",
+    ]
+    assert len(list(out.glob("mefb-*-n2*.csv"))) == 2  # summary + per-pair
+    assert (out / PLOT_FILE).is_file()
+
+
+def test_mefb_missing_partner_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _mefb_tree(tmp_path / "broken", table=False)
+    (root / "s2" / "s2_B.png").unlink()
+    argv = ["--protocol", "mefb", "--data", str(root), "--models", "average", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "s2_A.png" in err and "no partner" in err
+    assert not (tmp_path / "o").exists()
+    assert main(["--protocol", "mefb", "--models", "average"]) == 2  # synthetic: no folder
+    assert "--data FOLDER" in capsys.readouterr().err
+
+
+def test_mefb_ab_and_under_over_gt_layouts(tmp_path: Path) -> None:
+    ab, uo = tmp_path / "misaligned", tmp_path / "reference"
+    for i in range(2):
+        u, o, gt = _scene_images(48, 56, 10 + i)
+        _write(ab / f"crmef-{i}" / "A.png", u)
+        _write(ab / f"crmef-{i}" / "B.png", o)
+        _write(uo / f"scene-{i}" / "under.png", u)
+        _write(uo / f"scene-{i}" / "over.png", o)
+        _write(uo / f"scene-{i}" / "gt.png", gt)
+    r_ab = evaluate_folder(["average"], ab, device="cpu", threads=1)
+    assert list(r_ab.pairs["scene"]) == ["crmef-0", "crmef-1"]
+    assert set(r_ab.pairs["layout"]) == {"ab"} and r_ab.summary["psnr"].isna().all()
+    assert r_ab.published is None and "PSNR" not in folder_markdown(r_ab)
+    r_uo = evaluate_folder(["average"], uo, device="cpu", threads=1)
+    assert set(r_uo.pairs["layout"]) == {"under-over"}
+    assert (r_uo.pairs["psnr"] > 10).all() and (r_uo.pairs["ssim"] > 0).all()
+    assert "| PSNR | SSIM |" in folder_markdown(r_uo)
+    assert r_uo.meta["data"]["ground_truth_pairs"] == 2
+    (uo / "scene-1" / "over.png").unlink()
+    with pytest.raises(ValueError, match="under.png' has no partner 'over"):
+        evaluate_folder(["average"], uo, device="cpu")
+
+
+def test_speed_quality_frame_marks_the_pareto_front() -> None:
+    summary = pd.DataFrame(
+        {
+            "name": ["fast-bad", "slow-good", "slow-bad", "mid"],
+            "group": ["classical", "classical", "derived", "derived"],
+            "ms_per_mp": [1.0, 100.0, 200.0, 10.0],
+            "mef_ssim": [0.90, 0.97, 0.95, 0.93],
+        }
+    )
+    pub = pd.DataFrame({"name": ["A", "B"], "mef_ssim": [0.9, 0.97], "qabf": [0.5, 0.6]})
+    frame = speed_quality_frame(summary, pub)
+    assert list(frame["is_pareto"]) == [True, True, False, True]
+    assert frame.attrs["published"] == [("B", 0.97), ("A", 0.9)]
+
+
+@pytest.mark.skipif(not MEFB_REAL.is_dir(), reason=f"real MEFB data not present at {MEFB_REAL}")
+def test_mefb_real_pairs_average() -> None:
+    # the three smallest MEFB scenes (0.08 MP each); 'garage' holds Garage_A/B.jpg
+    r = evaluate_folder(
+        ["average"], MEFB_REAL, scenes=["Window2", "garage", "Door"], device="cpu", threads=1
+    )
+    assert len(r.pairs) == 3 and r.published is not None and len(r.published) == 21
+    mef = float(r.summary.loc[0, "mef_ssim"])
+    assert 0.8 < mef < 1.0
+    assert 1 <= r.summary.loc[0, "mefb_rank"] <= 22

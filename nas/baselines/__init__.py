@@ -14,7 +14,10 @@ Usage (timm style)::
     list_models()                            # every registered name
     get_model_info("ffmef").loss             # "ffmef": the paper's loss in nas.losses
 
-Further models (the CRMEF genotypes) register themselves with :func:`register_model`.
+Further models (the CRMEF genotypes) register themselves with :func:`register_model`. The
+classical methods of :mod:`nas.classical` (``mertens``, ``average``) are registered with
+``kind="classical"``: ``list_models(kind="network")`` lists only the networks,
+``create_model`` refuses a classical name and ``create_fusion`` builds either kind.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from nas.baselines.lcndr import LCNDR
 from nas.baselines.mef_cl import MEFCL
 from nas.baselines.registry import (
     ModelInfo,
+    create_fusion,
     create_model,
     get_model_info,
+    is_classical,
     is_model,
     list_models,
     register_model,
@@ -39,8 +44,10 @@ __all__ = [
     "LCNDR",
     "MEFCL",
     "ModelInfo",
+    "create_fusion",
     "create_model",
     "get_model_info",
+    "is_classical",
     "is_model",
     "list_models",
     "register_model",

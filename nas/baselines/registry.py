@@ -14,6 +14,18 @@ a little metadata (paper, colour space, the name of its paper's loss in :mod:`na
 
 Every registered model maps ``forward(under, over)``, sRGB (B, 3, H, W) in [0, 1] of any
 H x W, to the fused sRGB image (B, 3, H, W) in [0, 1].
+
+Two kinds of entry (:attr:`ModelInfo.kind`, :data:`KINDS`):
+
+* ``"network"``: a learned fusion network; the factory returns an ``nn.Module``;
+* ``"classical"``: a non-learned method of :mod:`nas.classical` (``mertens``, ``average``,
+  registered at the end of this module); the factory returns a
+  :class:`~nas.classical.ClassicalFusion` (``fuse(under, over)``, no weights).
+
+:func:`list_models` lists both (``kind=`` filters); :func:`create_model` builds networks only
+and refuses a classical name with a message naming :func:`create_fusion`, which builds either
+kind. Callers tell the kinds apart with ``get_model_info(name).kind`` (or
+:func:`is_classical`), never by name.
 """
 
 from __future__ import annotations
@@ -26,13 +38,19 @@ from typing import Any, TypeVar
 from torch import nn
 
 __all__ = [
+    "KINDS",
     "ModelInfo",
     "register_model",
+    "create_fusion",
     "create_model",
     "list_models",
     "get_model_info",
+    "is_classical",
     "is_model",
 ]
+
+KINDS: tuple[str, ...] = ("network", "classical")
+"""The kinds of registry entry (see the module docstring)."""
 
 ModelFactory = Callable[..., nn.Module]
 F = TypeVar("F", bound=ModelFactory)
@@ -50,6 +68,8 @@ class ModelInfo:
         loss: name of the model's own training loss in :func:`nas.losses.build_loss`.
         ref_params: parameter count that the reference (BASELINES.md) states, or ``None``.
         extra: any further metadata passed to :func:`register_model`.
+        kind: ``"network"`` (factory returns an ``nn.Module``) or ``"classical"`` (factory
+            returns a :class:`~nas.classical.ClassicalFusion`; nothing to train).
     """
 
     name: str
@@ -59,6 +79,12 @@ class ModelInfo:
     loss: str = "l1"
     ref_params: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "network"
+
+    @property
+    def classical(self) -> bool:
+        """True for a classical (non-learned) method."""
+        return self.kind == "classical"
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -71,6 +97,7 @@ def register_model(
     color_space: str = "rgb",
     loss: str = "l1",
     ref_params: int | None = None,
+    kind: str = "network",
     **extra: Any,
 ) -> Callable[[F], F]:
     """Decorator that registers a model class or factory function under ``name``.
@@ -80,7 +107,10 @@ def register_model(
     Args:
         name: registry name.
         paper, color_space, loss, ref_params, extra: metadata stored in :class:`ModelInfo`.
+        kind: ``"network"`` (default) or ``"classical"``.
     """
+    if kind not in KINDS:
+        raise ValueError(f"register_model({name!r}): kind must be one of {KINDS}, got {kind!r}")
 
     def deco(factory: F) -> F:
         if name in _REGISTRY:
@@ -88,21 +118,39 @@ def register_model(
         if not callable(factory):
             raise TypeError(f"register_model({name!r}) needs a class or function")
         _REGISTRY[name] = ModelInfo(
-            name, factory, paper, color_space, loss, ref_params, dict(extra)
+            name, factory, paper, color_space, loss, ref_params, dict(extra), kind
         )
         return factory
 
     return deco
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching an fnmatch ``pattern``, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+def list_models(pattern: str = "*", kind: str | None = None) -> list[str]:
+    """Registered names matching an fnmatch ``pattern``, sorted.
+
+    Args:
+        pattern: fnmatch pattern on the name.
+        kind: ``None`` (every entry), ``"network"`` (learned nets, what ``create_model``
+            builds) or ``"classical"``.
+    """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be None or one of {KINDS}, got {kind!r}")
+    return sorted(
+        n
+        for n, info in _REGISTRY.items()
+        if fnmatch.fnmatchcase(n, pattern) and (kind is None or info.kind == kind)
+    )
 
 
 def is_model(name: str) -> bool:
-    """True if ``name`` is registered."""
+    """True if ``name`` is registered (either kind)."""
     return name in _REGISTRY
+
+
+def is_classical(name: str) -> bool:
+    """True if ``name`` is a registered classical (non-learned) method."""
+    info = _REGISTRY.get(name)
+    return info is not None and info.classical
 
 
 def get_model_info(name: str) -> ModelInfo:
@@ -115,8 +163,48 @@ def get_model_info(name: str) -> ModelInfo:
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build registered model ``name`` with ``kwargs`` passed to its factory."""
-    model = get_model_info(name).factory(**kwargs)
+    """Build registered *network* ``name`` with ``kwargs`` passed to its factory.
+
+    Raises:
+        KeyError: unknown name (the message lists the valid ones).
+        TypeError: ``name`` is a classical method (use :func:`create_fusion`).
+    """
+    info = get_model_info(name)
+    if info.classical:
+        raise TypeError(
+            f"{name!r} is a classical fusion method, not a network (no weights); build it "
+            "with create_fusion(name)"
+        )
+    model = info.factory(**kwargs)
     if not isinstance(model, nn.Module):
         raise TypeError(f"factory of model {name!r} returned {type(model).__name__}, not nn.Module")
     return model
+
+
+def create_fusion(name: str, **kwargs: Any) -> Any:
+    """Build registered ``name`` of either kind: an ``nn.Module`` for a network, a
+    :class:`~nas.classical.ClassicalFusion` for a classical method."""
+    info = get_model_info(name)
+    if not info.classical:
+        return create_model(name, **kwargs)
+    from nas.classical import ClassicalFusion
+
+    method = info.factory(**kwargs)
+    if not isinstance(method, ClassicalFusion):
+        raise TypeError(
+            f"factory of classical method {name!r} returned {type(method).__name__}, "
+            "not a ClassicalFusion"
+        )
+    return method
+
+
+def _register_classical() -> None:
+    """Register every method of :data:`nas.classical.CLASSICAL_METHODS` (kind classical)."""
+    from nas.classical import CLASSICAL_METHODS
+
+    for name, cls in CLASSICAL_METHODS.items():
+        if name not in _REGISTRY:
+            register_model(name, paper=cls.paper, loss="", kind="classical")(cls)
+
+
+_register_classical()

@@ -1,0 +1,820 @@
+"""MEFB's no-reference protocol: real exposure pairs at full resolution, beside MEFB's table.
+
+``python -m nas.evaluate --protocol mefb --data ../shared/data/mefb --models ...`` runs
+:func:`evaluate_folder`; the CLI lives in :mod:`nas.evaluate`, this module holds the protocol.
+
+MEFB's no-reference evaluation on a folder of real pairs (:func:`evaluate_folder`)::
+
+    python -m nas.evaluate --protocol mefb --data ../shared/data/mefb \
+        --models mertens average results/runs/train-... --out results/mefb/eval
+
+Every pair at full resolution (no crop; networks tiled through :func:`nas.fuse.fuse_pair`
+only above ``--tile-above`` MP, default 1.0, so MEFB's pairs run whole); per pair MEF-SSIM and
+Q^AB/F exactly as MEFB computes them (:func:`pair_metrics`: fused output quantised to 8 bits,
+sources in MEFB's A, B order) plus PSNR/SSIM where the scene has a ``gt``; inference time per
+pair and ms per megapixel on the device (one warm-up pair, CUDA synchronised), parameters and
+the device fingerprint. Folder layouts (:mod:`nas.data.scenes`): MEFB
+``<Scene>/<Scene>_A|_B.*``, ``<scene>/A|B.*`` (misaligned pairs), ``<scene>/under|over|gt.*``.
+Output: ``mefb-<fingerprint>-<data>.csv`` (per model), ``...-pairs.csv`` (per pair), ``.md``
+(our rows beside MEFB's published ones from ``<data>/mefb_table.json``, sorted by MEF-SSIM,
+with a rank column), ``.meta.yaml`` and ``mef_ssim_vs_ms_per_mp.png`` (Pareto front marked).
+``--max-pairs N`` / ``--scenes`` for quick runs, ``--save-fused DIR [--save-names S ...]`` to
+write fused PNGs. A bad folder (an image without its partner, ...) is a one-line error, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from nas.evaluate import (
+    CLASSICAL_GROUP,
+    EVAL_DIR,
+    Log,
+    UntrainedModelError,
+    _quiet,
+    _slug,
+    _yaml_safe,
+    default_out_dir,
+    model_group,
+    resolve_models,
+)
+from nas.models import ResolvedModel
+from nas.utils import atomic_write_text
+
+# --- the MEFB no-reference protocol (``--protocol mefb``) --------------------------------
+
+MEFB_TABLE_FILE = "mefb_table.json"
+"""File name of MEFB's published per-method means, looked for in the data folder."""
+MEFB_SOURCE = "MEFB published"
+DEFAULT_TILE_ABOVE_MP = 1.0
+"""Networks run on the whole image up to this many megapixels, tiled above it."""
+PAIR_COLUMNS: tuple[str, ...] = (
+    "model",
+    "scene",
+    "layout",
+    "height",
+    "width",
+    "megapixels",
+    "tiled",
+    "mef_ssim",
+    "qabf",
+    "psnr",
+    "ssim",
+    "time_ms",
+    "ms_per_mp",
+    "metrics_ms",
+)
+"""Columns of the per-pair CSV (``psnr``/``ssim`` NaN where the scene has no ``gt``)."""
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "name",
+    "kind",
+    "group",
+    "trained",
+    "mef_ssim",
+    "qabf",
+    "psnr",
+    "ssim",
+    "ms_per_mp",
+    "time_ms",
+    "params",
+    "pairs",
+    "megapixels",
+    "tiled_pairs",
+    "mefb_rank",
+    "metrics_ms",
+    "device",
+    "source",
+)
+"""Columns of the per-model CSV of the MEFB protocol."""
+PLOT_FILE = "mef_ssim_vs_ms_per_mp.png"
+
+
+@dataclass
+class FolderEval:
+    """What :func:`evaluate_folder` measured.
+
+    Attributes:
+        summary: one row per model (:data:`SUMMARY_COLUMNS`).
+        pairs: one row per (model, scene) (:data:`PAIR_COLUMNS`).
+        published: MEFB's published rows (``name, mef_ssim, qabf, source``) or ``None``.
+        meta: device, data, settings, timings (what ``<stem>.meta.yaml`` holds).
+    """
+
+    summary: pd.DataFrame
+    pairs: pd.DataFrame
+    published: pd.DataFrame | None
+    meta: dict[str, Any]
+
+
+def load_mefb_table(path: str | Path) -> pd.DataFrame:
+    """MEFB's published means (``mefb_table.json``) as ``name, mef_ssim, qabf, source``.
+
+    The file is ``{"source": str, "methods": {method: {"MEF_SSIM": float, "Qabf": float,
+    ...}}}`` (MEFB's ``evaluationMetricsAverageImg.mat``: per method the mean over its 100
+    pairs of 20 metrics). Rows keep the file's order.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not that structure (names the key).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"MEFB table not found: '{p}'")
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"MEFB table '{p}' cannot be read: {type(e).__name__}: {e}") from None
+    methods = doc.get("methods") if isinstance(doc, dict) else None
+    if not isinstance(methods, dict) or not methods:
+        raise ValueError(f"MEFB table '{p}' has no 'methods' mapping of method -> metrics")
+    rows = []
+    for name, m in methods.items():
+        try:
+            rows.append(
+                {
+                    "name": str(name),
+                    "mef_ssim": float(m["MEF_SSIM"]),
+                    "qabf": float(m["Qabf"]),
+                    "source": MEFB_SOURCE,
+                }
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"MEFB table '{p}': method {name!r} lacks a numeric MEF_SSIM / Qabf ({e})"
+            ) from None
+    return pd.DataFrame(rows, columns=["name", "mef_ssim", "qabf", "source"])
+
+
+def quantize8(x: torch.Tensor) -> torch.Tensor:
+    """``x`` clipped to [0, 1] and rounded to the nearest of 256 levels (half up), as writing
+    it to an 8-bit file and reading it back would give."""
+    return torch.floor(x.clamp(0.0, 1.0) * 255.0 + 0.5) / 255.0
+
+
+def pair_metrics(
+    fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor, gt: torch.Tensor | None = None
+) -> dict[str, float]:
+    """MEFB's no-reference metrics of one fused pair (plus PSNR/SSIM when ``gt`` is given).
+
+    All images ``(1, 3, H, W)`` in [0, 1] with ``min(H, W) >= 44`` (3 MEF-SSIM scales).
+
+    * ``mef_ssim``: ``nas.metrics.mef_ssim(fused, [a, b], scales=3, quantize=True)`` -- MEFB's
+      ``mef_ms_ssim`` (3 scales, weights 0.0448/0.2856/0.3001) on the fused image quantised
+      to 8 bits as if saved (``quantize`` also rounds the sources, a no-op for 8-bit files);
+    * ``qabf``: ``nas.metrics.qabf(fused, a, b, quantize=True)`` -- MEFB's ``metricsQabf``
+      (its 255x scaling quirk reproduced; identical images score ~0.9753, not 1);
+    * ``psnr``, ``ssim`` against ``gt`` (``nas.metrics.psnr`` / ``ssim``) of the 8-bit
+      quantised fused image.
+
+    Source order: MEFB passes (A, B), and so does this; both metrics are symmetric in the
+    two sources (MEF-SSIM sums and maxes over them; Q^AB/F is ``sum(Q^AF gA + Q^BF gB) /
+    sum(gA + gB)``), so the order does not change the value (the tests check it).
+    """
+    from nas.metrics import mef_ssim, psnr, qabf, ssim
+
+    H, W = fused.shape[-2:]
+    if min(H, W) < 44:
+        raise ValueError(
+            f"image of {W}x{H} (W x H) is too small for MEFB's 3-scale MEF-SSIM "
+            "(needs a smaller side >= 44 px)"
+        )
+    fused = fused.clamp(0.0, 1.0)
+    out = {
+        "mef_ssim": float(mef_ssim(fused, [a, b], scales=3, quantize=True)[0]),
+        "qabf": float(qabf(fused, a, b, quantize=True)[0]),
+        "psnr": float("nan"),
+        "ssim": float("nan"),
+    }
+    if gt is not None:
+        f8 = quantize8(fused)
+        with torch.no_grad():
+            out["psnr"] = float(psnr(f8, gt).double()[0])
+            out["ssim"] = float(ssim(f8, gt).double()[0])
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _opencv_threads(n: int) -> Iterator[int | None]:
+    """OpenCV's thread pool at ``n`` threads for the block (Mertens runs on it), restored."""
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - a declared dependency
+        yield None
+        return
+    old = cv2.getNumThreads()
+    cv2.setNumThreads(int(n))
+    try:
+        yield int(n)
+    finally:
+        cv2.setNumThreads(old)
+
+
+def _fuse_one(
+    r: ResolvedModel,
+    net: torch.nn.Module,
+    under: torch.Tensor,
+    over: torch.Tensor,
+    dev: torch.device,
+    tile_above_px: float,
+    tile: int,
+    overlap: int,
+) -> tuple[torch.Tensor, bool]:
+    """One pair through one model, whole or tiled (networks above ``tile_above_px`` only)."""
+    from nas.fuse import fuse_pair
+
+    if r.classical:
+        return r.model.fuse(under, over), False
+    H, W = under.shape[-2:]
+    tiled = tile > 0 and H * W > tile_above_px and max(H, W) > tile
+    out = fuse_pair(net, under, over, tile if tiled else 0, overlap, device=dev)
+    return out, tiled
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._#+-]+", "_", name.replace("/", "__")).strip("_") or "x"
+
+
+def evaluate_folder(
+    refs: Sequence[str | Path | ResolvedModel],
+    data: str | Path,
+    *,
+    max_pairs: int | None = None,
+    scenes: Sequence[str] | None = None,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    tile_above_mp: float = DEFAULT_TILE_ABOVE_MP,
+    tile: int | None = None,
+    overlap: int | None = None,
+    allow_untrained: bool = False,
+    channels: int | None = None,
+    model_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    mefb_table: str | Path | bool | None = None,
+    save_fused: str | Path | None = None,
+    save_names: Sequence[str] | None = None,
+    seed: int = 0,
+    log: Log | None = None,
+) -> FolderEval:
+    """MEFB's no-reference protocol on a folder of exposure pairs (``--protocol mefb``).
+
+    Every scene (:func:`nas.data.scenes.find_scenes`: MEFB ``<Scene>/<Scene>_A|_B.*``,
+    ``<scene>/A|B.*`` or ``<scene>/under|over(|gt).*``) at full resolution, no crop. Each
+    model fuses ``(under, over)`` -- the two images ordered by mean luminance -- on
+    ``device``; networks run on the whole image up to ``tile_above_mp`` megapixels and through
+    :func:`nas.fuse.fuse_pair`'s tiling above it; classical methods always whole. Per pair:
+    :func:`pair_metrics` (MEF-SSIM and Q^AB/F as MEFB computes them, with the sources in file
+    order A, B; PSNR/SSIM where a ``gt`` exists) and the inference time (``time_ms``: the
+    fusion call alone, inputs already on the device, ``cuda.synchronize`` before and after on
+    CUDA; not the metrics, timed apart as ``metrics_ms``). One warm-up pair (the first) runs
+    through every model untimed first. ``ms_per_mp`` per model = total time / total
+    megapixels.
+
+    Reproducible: the scenes are taken in natural name order, models built after
+    ``torch.manual_seed(seed)`` (untrained registry nets get the same weights every run),
+    torch and OpenCV pinned to ``threads`` threads; the metrics are deterministic float64.
+
+    Args:
+        refs: model references (``mertens``, ``average``, registry names, runs, files).
+        data: the folder.
+        max_pairs: only the first N scenes (after ``scenes``).
+        scenes: only these scene names (in this order).
+        device: ``cpu``, ``cuda``, ``cuda:N``; None: CUDA when present.
+        threads: CPU threads for torch and OpenCV (default: torch's current setting).
+        tile_above_mp: tile networks on images above this many megapixels (0: always tile
+            images larger than ``tile``; ``inf``: never).
+        tile, overlap: tile side and overlap (default: :mod:`nas.fuse`'s 512 / 64).
+        allow_untrained: evaluate untrained networks (flagged) instead of refusing them.
+        channels, model_kwargs: as :func:`evaluate_models`.
+        mefb_table: MEFB's published table: None (``<data>/mefb_table.json`` if present),
+            False (none) or a path.
+        save_fused: write fused outputs as ``<save_fused>/<model>/<scene>.png`` (8-bit).
+        save_names: only these scenes' outputs (default: all evaluated scenes).
+        seed: torch seed before the models are built.
+        log: progress messages.
+
+    Raises:
+        ModelRefError, UntrainedModelError, ValueError (bad folder, a missing partner naming
+        the file, a scene too small, unknown names), FileNotFoundError, PairSizeError.
+    """
+    from nas.data.scenes import find_scenes, load_scene, select_scenes
+    from nas.flops import count_params
+    from nas.fuse import DEFAULT_OVERLAP, DEFAULT_TILE
+    from nas.latency import device_info, resolve_device
+    from nas.latency.profiler import pinned_threads
+
+    log = log or _quiet
+    tile = DEFAULT_TILE if tile is None else int(tile)
+    overlap = DEFAULT_OVERLAP if overlap is None else int(overlap)
+    if tile < 0 or overlap < 0 or (tile > 0 and overlap >= tile):
+        raise ValueError(f"need tile >= 0 and 0 <= overlap < tile; got {tile}, {overlap}")
+    if not (tile_above_mp >= 0):
+        raise ValueError(f"tile_above_mp must be >= 0, got {tile_above_mp}")
+    if max_pairs is not None and max_pairs < 1:
+        raise ValueError(f"max_pairs must be >= 1, got {max_pairs}")
+    if str(data) == "synthetic":
+        raise ValueError("the mefb protocol needs --data FOLDER of exposure pairs")
+    root = Path(data)
+    dev = resolve_device(None if str(device) == "auto" else device)
+    n_threads = torch.get_num_threads() if threads is None else int(threads)
+    if n_threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+
+    found = find_scenes(root)
+    n_found = len(found)
+    chosen = select_scenes(found, scenes) if scenes else list(found)
+    if max_pairs is not None:
+        chosen = chosen[:max_pairs]
+    save_set: set[str] | None = None
+    if save_names and save_fused is None:
+        raise ValueError("save_names (--save-names) needs save_fused (--save-fused DIR)")
+    if save_fused is not None:
+        names = {s.name for s in chosen}
+        save_set = set(save_names) if save_names else names
+        unknown = sorted(save_set - names)
+        if unknown:
+            raise ValueError(f"--save-names {unknown} are not among the evaluated scenes")
+
+    table_path: Path | None = None
+    if mefb_table is None:
+        auto = root / MEFB_TABLE_FILE
+        table_path = auto if auto.is_file() else None
+    elif mefb_table is not False:
+        table_path = Path(str(mefb_table))
+    published = load_mefb_table(table_path) if table_path is not None else None
+
+    torch.manual_seed(seed)
+    models = resolve_models(refs, channels, model_kwargs)
+    untrained = [r.name for r in models if not r.trained]
+    if untrained and not allow_untrained:
+        raise UntrainedModelError(
+            f"untrained model(s): {', '.join(untrained)}; pass training runs or model files, "
+            "or --allow-untrained (allow_untrained=True) to evaluate them anyway, flagged"
+        )
+    if untrained:
+        msg = f"WARNING: untrained model(s) {', '.join(untrained)}: quality is meaningless"
+        warnings.warn(msg, stacklevel=2)
+        log(msg)
+    nets = [r.module().to(dev).eval() for r in models]
+    params = [0 if r.classical else int(count_params(net)) for r, net in zip(models, nets)]
+    tile_above_px = float(tile_above_mp) * 1e6
+    t_start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    saved: list[str] = []
+    warm_s = 0.0
+    with pinned_threads(n_threads), _opencv_threads(n_threads), torch.inference_mode():
+        for i, scene in enumerate(chosen):
+            s = load_scene(scene)
+            a, b = s["a"][None].to(dev), s["b"][None].to(dev)
+            u, o = (a, b) if s["under"] is s["a"] else (b, a)
+            gt = s["gt"][None].to(dev) if "gt" in s else None
+            H, W = a.shape[-2:]
+            mp = H * W / 1e6
+            if i == 0:  # one untimed warm-up pair through every model
+                t_w = time.perf_counter()
+                for r, net in zip(models, nets):
+                    _fuse_one(r, net, u, o, dev, tile_above_px, tile, overlap)
+                _sync(dev)
+                warm_s = time.perf_counter() - t_w
+            parts = []
+            for r, net in zip(models, nets):
+                _sync(dev)
+                t0 = time.perf_counter()
+                try:
+                    fused, tiled = _fuse_one(r, net, u, o, dev, tile_above_px, tile, overlap)
+                    _sync(dev)
+                except Exception as e:  # noqa: BLE001 - name the model and scene
+                    raise RuntimeError(
+                        f"model {r.name} failed on scene '{scene.name}' ({W}x{H}): "
+                        f"{type(e).__name__}: {e}"
+                    ) from e
+                dt = time.perf_counter() - t0
+                fused = fused.float().clamp(0.0, 1.0)
+                t1 = time.perf_counter()
+                try:
+                    m = pair_metrics(fused, a, b, gt)
+                except ValueError as e:
+                    raise ValueError(f"scene '{scene.name}': {e}") from None
+                _sync(dev)
+                dm = time.perf_counter() - t1
+                if save_set is not None and scene.name in save_set:
+                    target = Path(save_fused) / _safe_name(r.name) / f"{_safe_name(scene.name)}.png"
+                    from nas.data.io import save_image
+
+                    protected = [scene.a, scene.b] + ([scene.gt] if scene.gt else [])
+                    save_image(fused[0], target, protected=protected)
+                    saved.append(str(target))
+                rows.append(
+                    {
+                        "model": r.name,
+                        "scene": scene.name,
+                        "layout": scene.layout,
+                        "height": int(H),
+                        "width": int(W),
+                        "megapixels": mp,
+                        "tiled": bool(tiled),
+                        **m,
+                        "time_ms": dt * 1e3,
+                        "ms_per_mp": dt * 1e3 / mp,
+                        "metrics_ms": dm * 1e3,
+                    }
+                )
+                parts.append(f"{r.name} {m['mef_ssim']:.4f}/{m['qabf']:.4f} {dt * 1e3:.0f} ms")
+            log(f"[{i + 1}/{len(chosen)}] {scene.name} {W}x{H}: " + "; ".join(parts))
+    seconds = time.perf_counter() - t_start
+    pairs = pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
+
+    info = device_info(dev, n_threads)
+    fp = info["device_fingerprint"]
+    has_gt = bool(pairs["psnr"].notna().any())
+    summary_rows = []
+    for r, n_par in zip(models, params):
+        sub = pairs[pairs["model"] == r.name]
+        mef = float(sub["mef_ssim"].mean())
+        rank = pd.NA
+        if published is not None:
+            rank = 1 + int((published["mef_ssim"] > mef).sum())
+        summary_rows.append(
+            {
+                "name": r.name,
+                "kind": (r.arch or {}).get("kind", "?"),
+                "group": model_group(r),
+                "trained": bool(r.trained),
+                "mef_ssim": mef,
+                "qabf": float(sub["qabf"].mean()),
+                "psnr": float(sub["psnr"].mean()) if has_gt else float("nan"),
+                "ssim": float(sub["ssim"].mean()) if has_gt else float("nan"),
+                "ms_per_mp": float(sub["time_ms"].sum() / sub["megapixels"].sum()),
+                "time_ms": float(sub["time_ms"].mean()),
+                "params": n_par,
+                "pairs": len(sub),
+                "megapixels": float(sub["megapixels"].sum()),
+                "tiled_pairs": int(sub["tiled"].sum()),
+                "mefb_rank": rank,
+                "metrics_ms": float(sub["metrics_ms"].mean()),
+                "device": fp,
+                "source": r.source,
+            }
+        )
+    summary = pd.DataFrame(summary_rows, columns=list(SUMMARY_COLUMNS))
+    summary["mefb_rank"] = summary["mefb_rank"].astype("Int64")
+    gt_pairs = int(pairs.loc[pairs["psnr"].notna(), "scene"].nunique())
+    meta: dict[str, Any] = {
+        "tool": "python -m nas.evaluate --protocol mefb",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": info,
+        "torch": torch.__version__,
+        "opencv": _opencv_version(),
+        "data": {
+            "spec": str(data),
+            "scenes_found": n_found,
+            "pairs": len(chosen),
+            "subset": len(chosen) < n_found,
+            "max_pairs": max_pairs,
+            "layouts": sorted({s.layout for s in chosen}),
+            "ground_truth_pairs": gt_pairs,
+            "megapixels_total": round(sum(h * w for h, w in _sizes(pairs)) / 1e6, 4),
+            "full_resolution": True,
+        },
+        "metrics": {
+            "mef_ssim": "nas.metrics.mef_ssim(fused, [A, B], scales=3, quantize=True): MEFB's "
+            "mef_ms_ssim on the fused image quantised to 8 bits",
+            "qabf": "nas.metrics.qabf(fused, A, B, quantize=True): MEFB's metricsQabf",
+            "psnr_ssim": "nas.metrics.psnr / ssim of the 8-bit quantised fused image against "
+            "gt (scenes with gt only)",
+            "source_order": "A, B in file order as MEFB; both metrics are symmetric in them",
+            "network_input": "(under, over) = the pair ordered by mean luminance",
+        },
+        "timing": {
+            "what": "the fusion call only (inputs on the device; metrics timed apart)",
+            "sync": "torch.cuda.synchronize before and after" if dev.type == "cuda" else None,
+            "warmup": "one pair (the first) through every model, untimed",
+            "warmup_seconds": round(warm_s, 3),
+            "ms_per_mp": "total time / total megapixels per model",
+            "threads": n_threads,
+            "opencv_threads": n_threads,
+            "seconds_total": round(seconds, 2),
+        },
+        "tiling": {
+            "above_megapixels": tile_above_mp,
+            "tile": tile,
+            "overlap": overlap,
+            "how": "nas.fuse.fuse_pair (networks only; classical methods run whole)",
+        },
+        "published": {
+            "table": str(table_path) if table_path is not None else None,
+            "methods": 0 if published is None else len(published),
+            "note": "MEFB's means over its 100 pairs, computed by its MATLAB code",
+        },
+        "seed": seed,
+        "untrained": untrained,
+        "saved_fused": saved,
+        "models": {
+            r.name: {"source": r.source, "arch": _yaml_safe(r.arch), "params": n}
+            for r, n in zip(models, params)
+        },
+    }
+    return FolderEval(summary, pairs, published, meta)
+
+
+def _sizes(pairs: pd.DataFrame) -> list[tuple[int, int]]:
+    first = pairs.drop_duplicates("scene")
+    return list(zip(first["height"].astype(int), first["width"].astype(int)))
+
+
+def _opencv_version() -> str | None:
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover
+        return None
+    return str(cv2.__version__)
+
+
+def ranked_table(result: FolderEval) -> pd.DataFrame:
+    """Our rows and MEFB's published rows in one table sorted by MEF-SSIM (best first), with
+    a 1-based ``rank`` column: ``rank, name, source, mef_ssim, qabf, psnr, ssim, ms_per_mp,
+    params, trained``. Our rows have ``source`` "this run"; published ones no timing."""
+    ours = result.summary.assign(source="this run")[
+        ["name", "source", "mef_ssim", "qabf", "psnr", "ssim", "ms_per_mp", "params", "trained"]
+    ]
+    frames = [ours]
+    if result.published is not None and len(result.published):
+        pub = result.published.assign(
+            psnr=float("nan"), ssim=float("nan"), ms_per_mp=float("nan"), params=pd.NA
+        )
+        pub["trained"] = True
+        frames.append(pub[list(ours.columns)])
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else ours.copy()
+    df = df.sort_values("mef_ssim", ascending=False, kind="stable").reset_index(drop=True)
+    df.insert(0, "rank", range(1, len(df) + 1))
+    return df
+
+
+def _fmt_cell(v: Any, col: str) -> str:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return ""
+    if col == "params":
+        return f"{int(v):,}"
+    if col == "ms_per_mp":
+        return f"{float(v):.2f}" if float(v) < 100 else f"{float(v):.0f}"
+    if col == "psnr":
+        return f"{float(v):.2f}"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v).replace("|", "\\|")
+
+
+def folder_markdown(result: FolderEval) -> str:
+    """The ranked table (:func:`ranked_table`) as Markdown, with a caption saying the device,
+    data, metric definitions and timing, and a line per model giving its rank among MEFB's
+    published methods."""
+    df = ranked_table(result)
+    meta = result.meta
+    cols = [
+        ("rank", "rank"),
+        ("name", "method"),
+        ("source", "source"),
+        ("mef_ssim", "MEF-SSIM"),
+        ("qabf", "Q^AB/F"),
+        ("psnr", "PSNR"),
+        ("ssim", "SSIM"),
+        ("ms_per_mp", "ms/MP"),
+        ("params", "params"),
+    ]
+    if df["psnr"].isna().all():
+        cols = [(c, h) for c, h in cols if c not in ("psnr", "ssim")]
+    d, t = meta["data"], meta["timing"]
+    dv = meta["device"]
+    subset = f" (a subset: {d['pairs']} of {d['scenes_found']} scenes)" if d.get("subset") else ""
+    out = [
+        f"MEFB no-reference protocol: {d['pairs']} pair(s) of `{d['spec']}`{subset} at full "
+        f"resolution ({d['megapixels_total']:.2f} MP in total), device "
+        f"`{dv['device_fingerprint']}` ({dv.get('device_name')}), torch {meta['torch']}, "
+        f"OpenCV {meta.get('opencv')}, {t['threads']} thread(s). MEF-SSIM = MEFB's 3-scale "
+        "mef_ms_ssim and Q^AB/F = MEFB's metricsQabf (nas.metrics, fused output quantised to "
+        "8 bits); ms/MP = inference time only (no metrics; one warm-up pair first) / "
+        "megapixels. Networks run whole up to "
+        f"{meta['tiling']['above_megapixels']:g} MP, tiled above.",
+    ]
+    if result.published is not None:
+        out.append(
+            f"Rows marked '{MEFB_SOURCE}': MEFB's means over its 100 pairs (its MATLAB code; "
+            "no timing)"
+            + (
+                "; this run covers fewer pairs, so the comparison is indicative only."
+                if d["pairs"] != 100 or d.get("subset")
+                else "."
+            )
+        )
+    out.append("")
+    out.append("| " + " | ".join(h for _, h in cols) + " |")
+    out.append("|" + "|".join("---" if c in ("name", "source") else "---:" for c, _ in cols) + "|")
+    for _, row in df.iterrows():
+        cells = [_fmt_cell(row[c], c) for c, _ in cols]
+        if row["source"] == "this run":
+            cells[1] = f"**{cells[1]}**"
+        out.append("| " + " | ".join(cells) + " |")
+    if result.published is not None:
+        n_pub = len(result.published)
+        out.append("")
+        for _, r in result.summary.iterrows():
+            out.append(
+                f"- {r['name']}: MEF-SSIM {r['mef_ssim']:.4f} would rank {int(r['mefb_rank'])} "
+                f"among MEFB's {n_pub} published methods (plus itself)."
+            )
+    bad = [str(n) for n, tr in zip(result.summary["name"], result.summary["trained"]) if not tr]
+    if bad:
+        out += ["", f"**UNTRAINED: {', '.join(bad)}** -- random weights, quality is meaningless."]
+    return "\n".join(out) + "\n"
+
+
+def speed_quality_frame(
+    summary: pd.DataFrame, published: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Data of the MEF-SSIM vs ms-per-megapixel plot: our models only (MEFB published no
+    timing), columns ``name, group, ms_per_mp, mef_ssim, is_pareto`` (lower ms/MP and higher
+    MEF-SSIM dominate; :func:`nas.plot.pareto_front`). ``attrs["published"]`` holds MEFB's
+    rows as ``[(name, mef_ssim), ...]`` best first (empty without a table)."""
+    from nas.plot import pareto_front
+
+    df = summary[["name", "group", "ms_per_mp", "mef_ssim"]].copy().reset_index(drop=True)
+    df["ms_per_mp"] = pd.to_numeric(df["ms_per_mp"], errors="coerce")
+    df.loc[~(df["ms_per_mp"] > 0), "ms_per_mp"] = float("nan")  # log axis: positive only
+    df["is_pareto"] = pareto_front(df, "ms_per_mp", "mef_ssim")
+    pub: list[tuple[str, float]] = []
+    if published is not None and len(published):
+        p = published.sort_values("mef_ssim", ascending=False)
+        pub = [(str(n), float(v)) for n, v in zip(p["name"], p["mef_ssim"])]
+    df.attrs["published"] = pub
+    return df
+
+
+def draw_speed_quality(
+    frame: pd.DataFrame, path: str | Path, title: str = "", caption: str = ""
+) -> Path:
+    """Draw :func:`speed_quality_frame`: MEF-SSIM against ms per megapixel (log x), one
+    labelled point per model, the Pareto front circled and joined, MEFB's published methods
+    as ticks on the right edge and the best one as a dashed line across. Uses matplotlib's
+    object API with the Agg canvas (no pyplot, no global backend switch). Returns the PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from nas.plot import GROUP_STYLE, _save_figure
+
+    fig = Figure(figsize=(6.4, 4.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    data = frame[np.isfinite(frame["ms_per_mp"]) & np.isfinite(frame["mef_ssim"])]
+    style = {**GROUP_STYLE, CLASSICAL_GROUP: ("tab:orange", "P")}
+    for group, sub in data.groupby("group", sort=False):
+        color, marker = style.get(str(group), ("tab:gray", "o"))
+        ax.scatter(sub["ms_per_mp"], sub["mef_ssim"], c=color, marker=marker, s=42, zorder=3)
+        ax.scatter([], [], c=color, marker=marker, label=str(group))
+    front = data[data["is_pareto"]].sort_values("ms_per_mp")
+    if len(front):
+        ax.scatter(
+            front["ms_per_mp"],
+            front["mef_ssim"],
+            s=170,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1.1,
+            zorder=4,
+            label="Pareto front",
+        )
+        if len(front) >= 2:
+            ax.step(front["ms_per_mp"], front["mef_ssim"], where="post", color="k", ls="--", lw=0.8)
+    for _, r in data.iterrows():
+        ax.annotate(
+            str(r["name"]),
+            (r["ms_per_mp"], r["mef_ssim"]),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=7,
+        )
+    pub = frame.attrs.get("published") or []
+    for _, v in pub:
+        ax.axhline(v, xmin=0.965, xmax=1.0, color="dimgray", lw=0.8, zorder=1)
+    if pub:
+        best_name, best = pub[0]
+        ax.axhline(
+            best,
+            color="tab:gray",
+            ls=":",
+            lw=1.0,
+            zorder=1,
+            label=f"best MEFB published ({best_name} {best:.4f}); ticks: all {len(pub)}",
+        )
+    if len(data):
+        ax.set_xscale("log")
+        ax.margins(x=0.15)  # room for the labels and the tick strip on the right
+    ax.set_xlabel("inference time per megapixel (ms/MP, log), lower is better")
+    ax.set_ylabel("MEF-SSIM (MEFB), higher is better")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(title, fontsize=9)
+    if caption:
+        fig.text(0.01, 0.005, caption, fontsize=6, color="dimgray", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.03 if caption else 0, 1, 1))
+    return _save_figure(fig, path, ("png",))[0]
+
+
+def folder_file_stem(meta: Mapping[str, Any]) -> str:
+    """``mefb-<device fingerprint>-<data folder>[-n<pairs>]``."""
+    d = meta["data"]
+    spec = str(d["spec"])
+    name = _slug(Path(spec).name or spec)
+    tail = f"-n{d['pairs']}" if d.get("subset") else ""
+    return f"mefb-{meta['device']['device_fingerprint']}-{name}{tail}"
+
+
+def write_folder_eval(
+    result: FolderEval, out_dir: str | Path, argv: Sequence[str] | None = None, plot: bool = True
+) -> dict[str, Path]:
+    """Write ``<stem>.csv`` (per model), ``<stem>-pairs.csv``, ``<stem>.md``,
+    ``<stem>.meta.yaml`` and :data:`PLOT_FILE` into ``out_dir`` (atomic writes).
+
+    Returns:
+        ``{"csv", "pairs", "md", "meta"[, "plot"]}`` -> paths.
+    """
+    out = Path(out_dir)
+    meta = dict(result.meta)
+    if argv is not None:
+        meta["command"] = "python -m nas.evaluate " + " ".join(argv)
+    stem = folder_file_stem(meta)
+    meta["files"] = {
+        "csv": f"{stem}.csv",
+        "pairs": f"{stem}-pairs.csv",
+        "md": f"{stem}.md",
+        "plot": PLOT_FILE if plot else None,
+    }
+    texts = {
+        "csv": (out / f"{stem}.csv", result.summary.to_csv(index=False)),
+        "pairs": (out / f"{stem}-pairs.csv", result.pairs.to_csv(index=False)),
+        "md": (out / f"{stem}.md", folder_markdown(result)),
+        "meta": (out / f"{stem}.meta.yaml", yaml.safe_dump(_yaml_safe(meta), sort_keys=False)),
+    }
+    paths = {k: atomic_write_text(p, text) for k, (p, text) in texts.items()}
+    if plot:
+        d = meta["data"]
+        caption = (
+            f"{d['pairs']} pair(s) of {d['spec']}, full resolution; device "
+            f"{meta['device']['device_fingerprint']}"
+        )
+        paths["plot"] = draw_speed_quality(
+            speed_quality_frame(result.summary, result.published),
+            out / PLOT_FILE,
+            title="MEF-SSIM vs time per megapixel",
+            caption=caption,
+        )
+    return paths
+
+
+def main_folder(args: argparse.Namespace, argv: list[str], log: Log) -> int:
+    if args.data == "synthetic":
+        raise ValueError("--protocol mefb needs --data FOLDER (e.g. ../shared/data/mefb)")
+    result = evaluate_folder(
+        args.models,
+        args.data,
+        max_pairs=args.max_pairs,
+        scenes=args.scenes,
+        device=args.device,
+        threads=args.threads,
+        tile_above_mp=args.tile_above,
+        tile=args.tile,
+        overlap=args.overlap,
+        allow_untrained=args.allow_untrained,
+        channels=args.channels,
+        mefb_table=args.mefb_table,
+        save_fused=args.save_fused,
+        save_names=args.save_names,
+        seed=args.seed,
+        log=log,
+    )
+    names = list(result.summary["name"])
+    out = Path(args.out) if args.out else EVAL_DIR / "mefb" / default_out_dir(names).name
+    paths = write_folder_eval(result, out, argv)
+    print(folder_markdown(result))
+    print(
+        f"wrote {paths['csv']}, {paths['pairs'].name}, {paths['md'].name}, "
+        f"{paths['meta'].name}, {paths['plot'].name} "
+        f"({result.meta['timing']['seconds_total']:.1f} s)"
+    )
+    return 0
