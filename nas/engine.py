@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from nas.distributed import is_main, reduce_logs
+from nas.losses import fusion_sources
 from nas.metrics import mef_ssim, psnr, ssim
 from nas.runs import RunDir
 from nas.utils import rng_state, set_rng_state
@@ -42,7 +43,8 @@ def validation_scores(
 ) -> dict[str, float]:
     """Mean loss of ``model`` on ``batches`` (``<prefix>loss``) plus a quality score:
     ``<prefix>psnr`` and ``<prefix>ssim`` when the batches hold ``"gt"``, otherwise
-    ``<prefix>mef_ssim`` (3 scales, MEFB's computation, against under and over).
+    ``<prefix>mef_ssim`` (3 scales, MEFB's computation, against under and over in the
+    reference frame: :func:`nas.losses.fusion_sources`).
 
     Shared by the search (the supernet) and the retraining (checkpoint selection).
     """
@@ -61,7 +63,7 @@ def validation_scores(
             scores["psnr"] = float(psnr(y, b["gt"]).clamp(max=100).sum())
             scores["ssim"] = float(ssim(y, b["gt"]).sum())
         else:
-            scores["mef_ssim"] = float(mef_ssim(y, [b["under"], b["over"]]).sum())
+            scores["mef_ssim"] = float(mef_ssim(y, fusion_sources(b)).sum())
         for key, v in scores.items():
             sums[key] = sums.get(key, 0.0) + v
         n += k

@@ -57,6 +57,8 @@ __all__ = [
     "LCNDRLoss",
     "HyperPMBLoss",
     "MEFSSIMLoss",
+    "fusion_sources",
+    "saturation_weighted_chroma",
     "well_exposed_means",
     "sobel_gradients",
     "scharr_magnitude",
@@ -740,19 +742,58 @@ def well_exposed_means(
 _GRAY = torch.tensor([0.298936021293775, 0.587043074451121, 0.114020904255103])
 
 
+def saturation_weighted_chroma(sources: Sequence[Tensor], eps: float = 1e-4) -> Tensor:
+    """Desired per-pixel chroma of a fusion of ``sources`` (DeepFuse's colour rule).
+
+    Prabhakar, Srikar & Babu, "DeepFuse", ICCV 2017, Sec. 3.3: each of Cb and Cr is fused as
+    ``sum_k C_k |C_k - tau| / sum_k |C_k - tau|`` with ``tau`` the neutral value, so the more
+    saturated source decides the colour at every pixel; where every source is grey (the
+    denominator below ``eps``) the result is grey.
+
+    Args:
+        sources: K >= 2 tensors (B, 3, H, W) sRGB in [0, 1].
+
+    Returns:
+        (B, 2, H, W) Cb, Cr in :mod:`nas.color`'s YCbCr scale (neutral 128/255).
+    """
+    chroma = torch.stack([rgb_to_ycbcr(x)[:, 1:] for x in sources])  # (K, B, 2, H, W)
+    w = (chroma - CHROMA_NEUTRAL).abs()
+    den = w.sum(0)
+    fused = (w * chroma).sum(0) / den.clamp_min(eps)
+    return torch.where(den > eps, fused, torch.full_like(fused, CHROMA_NEUTRAL))
+
+
+def fusion_sources(batch: Batch) -> list[Tensor]:
+    """The exposures a no-reference loss or metric scores a fusion against: ``[under,
+    over]``, each replaced by its reference-frame copy (``"under_aligned"`` /
+    ``"over_aligned"``, :mod:`nas.data.misalign`) where the batch warped it."""
+    missing = [k for k in ("under", "over") if k not in batch]
+    if missing:
+        raise KeyError(f"a fusion batch needs {missing}; the batch has {sorted(batch)}")
+    return [batch.get(f"{k}_aligned", batch[k]) for k in ("under", "over")]
+
+
 class MEFSSIMLoss(FusionLoss):
-    """No-reference fusion objective: ``(1 - MEF-SSIM) + mean_weight * L_mean``.
+    """No-reference fusion objective:
+    ``(1 - MEF-SSIM) + mean_weight * L_mean + chroma_weight * L_chroma``.
 
     * ``MEF-SSIM`` is :func:`nas.metrics.mef_ssim` with ``differentiable=True``: the exact
       computation MEFB scores with (grey via ``rgb2gray``, ``scales`` scales with MEFB's
-      weights, 11 x 11 windows), against the batch's ``"under"`` and ``"over"``. It measures
+      weights, 11 x 11 windows), against the batch's ``"under"`` and ``"over"`` (their
+      reference-frame copies for misaligned data: :func:`fusion_sources`). It measures
       local structure and contrast only: it has no luminance term and never sees colour.
     * ``L_mean`` supplies what MEF-SSIM leaves free: the mean of ``|patch mean of fused -
       target|`` over RGB channels and patches, with the target from
       :func:`well_exposed_means` (SPD-MEF's well-exposedness-weighted patch means). It fixes
       global brightness and colour at the patch scale (``mean_window``, 16 px), leaving
-      everything finer to MEF-SSIM. Without it a grey-only MEF-SSIM lets colour drift (casts)
-      and a per-channel one drifts dark; both were measured (see the README, "Real photos").
+      everything finer to MEF-SSIM.
+    * ``L_chroma`` is the mean ``|CbCr(fused) - target|`` per pixel, with the target from
+      :func:`saturation_weighted_chroma` (DeepFuse's rule). MEF-SSIM scores grey only, and a
+      network that relights each RGB channel raises its grey contrast by tilting the colour
+      (typically to green, the largest grey weight): without this term the fused images of
+      real photos come out with a green cast, even with ``L_mean`` (measured: see the README,
+      "Real photos"). With it the colour follows the more saturated exposure, pixel by pixel,
+      and MEF-SSIM shapes the luminance.
 
     MEF-SSIM needs ``11 * 2^(l - 1)`` pixels on the short side for ``l`` scales (44 for 3):
     smaller crops are scored with as many scales as fit (at least one: 11 pixels).
@@ -761,6 +802,7 @@ class MEFSSIMLoss(FusionLoss):
         scales: MEF-SSIM scales (3 = MEFB's ``mef_ms_ssim``).
         mean_weight: weight of ``L_mean`` (0 drops it).
         mean_window: patch size of the mean target (stride half of it).
+        chroma_weight: weight of ``L_chroma`` (0 drops it).
         sigma_g, sigma_l: SPD-MEF's global and local well-exposedness widths.
     """
 
@@ -769,12 +811,16 @@ class MEFSSIMLoss(FusionLoss):
         scales: int = 3,
         mean_weight: float = 1.0,
         mean_window: int = 16,
+        chroma_weight: float = 1.0,
         sigma_g: float = 0.2,
         sigma_l: float = 0.5,
         loss_weight: float = 1.0,
         reduction: str = "mean",
     ):
         super().__init__(loss_weight, reduction)
+        if chroma_weight < 0:
+            raise ValueError(f"chroma_weight must be >= 0, got {chroma_weight}")
+        self.chroma_weight = float(chroma_weight)
         if scales < 1:
             raise ValueError(f"scales must be >= 1, got {scales}")
         if mean_weight < 0 or mean_window < 2:
@@ -786,7 +832,7 @@ class MEFSSIMLoss(FusionLoss):
         self.sigma_g, self.sigma_l = float(sigma_g), float(sigma_l)
 
     def per_image(self, fused: Tensor, batch: Batch) -> Tensor:
-        sources = [self._get(batch, "under"), self._get(batch, "over")]
+        sources = fusion_sources(batch)
         fit = 1 + int(math.log2(max(min(fused.shape[-2:]) / 11, 1)))
         score = mef_ssim(fused, sources, scales=min(self.scales, fit), differentiable=True)
         loss = (1.0 - score).to(fused.dtype)
@@ -795,12 +841,17 @@ class MEFSSIMLoss(FusionLoss):
             stride = max(self.mean_window // 2, 1)
             got = F.avg_pool2d(fused, self.mean_window, stride)
             loss = loss + self.mean_weight * _per_image_mean((got - target).abs())
+        if self.chroma_weight > 0:
+            target = saturation_weighted_chroma(sources)
+            got = rgb_to_ycbcr(fused)[:, 1:]
+            loss = loss + self.chroma_weight * _per_image_mean((got - target).abs())
         return loss
 
     def extra_repr(self) -> str:
         return (
             f"scales={self.scales}, mean_weight={self.mean_weight}, "
-            f"mean_window={self.mean_window}, sigma_g={self.sigma_g}, sigma_l={self.sigma_l}, "
+            f"mean_window={self.mean_window}, chroma_weight={self.chroma_weight}, "
+            f"sigma_g={self.sigma_g}, sigma_l={self.sigma_l}, "
             f"{super().extra_repr()}"
         )
 

@@ -15,6 +15,10 @@ reduction is worth eta x the current loss", independent of the device *and* of t
 scale. Defaults follow the paper where it speaks (weights: SGD, cosine decay from 3e-4;
 alpha: Adam 1e-4; 10 warm-up epochs of weights only; L_Int (L1) as train and val loss).
 
+Loss: ``loss: l1`` (the paper's L_Int, needs ground truth) or any :func:`nas.losses.build_loss`
+name; on real sequences without ground truth use ``loss: mef-ssim`` (the no-reference
+objective), which is then both the weight step's loss and the architecture step's L_val.
+
 Collapse watch: each epoch logs how many slots a parameter-free op (``skip``) wins; the
 paper's remedy (warm-up before alpha moves) is the default, and ``max_skip`` (P-DARTS'
 rule) caps the number of skip ops at derivation, replacing the least confident ones by
@@ -31,12 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from nas.config import resolve, to_dict
-from nas.engine import Batch, Engine, NonFiniteLossError
+from nas.engine import Batch, Engine, NonFiniteLossError, validation_scores
 from nas.genotype import Genotype, derive
-from nas.metrics import psnr
+from nas.losses import build_loss, check_loss_data
 from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
 from nas.runs import RUNS_DIR, RunDir, resume_config
@@ -59,11 +62,14 @@ class SearchConfig:
     latency_input: int | None = None
     eta: float = 0.5
     latency_scale: str = "loss"
+    loss: str = "l1"
     epochs: int = 50
     warmup_epochs: int = 10
     batch: int = 8
     crop: int = 128
     samples_per_epoch: int = 256
+    max_side: int | None = None
+    cache: bool = False
     steps_per_epoch: int | None = None
     eval_batches: int = 4
     order: str = "first"
@@ -87,6 +93,10 @@ class SearchConfig:
             raise ValueError(f"latency_scale must be 'loss' or 'none', got {self.latency_scale!r}")
         if self.eta < 0:
             raise ValueError(f"eta must be >= 0, got {self.eta}")
+        from nas.losses import list_losses
+
+        if self.loss not in list_losses():
+            raise ValueError(f"loss must be one of {list_losses()}, got {self.loss!r}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -153,12 +163,13 @@ class SearchTask:
             betas=(0.5, 0.999),
             weight_decay=cfg.a_weight_decay,
         )
+        self.criterion = build_loss(cfg.loss).to(device)
         self.loss_ref: float | None = None
         self._last_penalty = float("nan")
 
     # --- losses ------------------------------------------------------------------------
     def _task_loss(self, batch: Batch) -> torch.Tensor:
-        return F.l1_loss(self.net(batch["under"], batch["over"]), batch["gt"])
+        return self.criterion(self.net(batch["under"], batch["over"]), batch)
 
     def _latency_term(self) -> torch.Tensor:
         if self.cfg.eta == 0 or self.penalty is None:
@@ -241,22 +252,15 @@ class SearchTask:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Supernet L1 and PSNR on the fixed evaluation batches (validation split)."""
-        self.net.eval()
-        l1, p, n = 0.0, 0.0, 0
-        for b in self.eval_batches:
-            y = self.net(b["under"].to(self.device), b["over"].to(self.device))
-            gt = b["gt"].to(self.device)
-            l1 += float(F.l1_loss(y, gt)) * len(gt)
-            p += float(psnr(y, gt).clamp(max=100).sum())
-            n += len(gt)
-        return {"eval_l1": l1 / max(n, 1), "eval_psnr": p / max(n, 1)}
+        """Supernet loss (the search objective) on the fixed evaluation batches (validation
+        split), with PSNR where the data have ground truth and MEF-SSIM where they have not."""
+        return validation_scores(self.net, self.criterion, self.eval_batches, self.device, "eval_")
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         self.w_sched.step()
         row: dict[str, Any] = self.evaluate()
         if epoch < self.cfg.warmup_epochs:
-            self.loss_ref = row["eval_l1"]
+            self.loss_ref = row["eval_loss"]
         row["loss_ref"] = self.loss_ref if self.loss_ref is not None else float("nan")
         if self.penalty is not None:
             with torch.no_grad():
@@ -380,16 +384,25 @@ def run_search(cfg: SearchConfig, resume: bool = False, progress: bool = True) -
     supernet = Supernet(space)
     penalty = make_penalty(cfg, supernet, device)
     mis = space.arch.misaligned
-    train = build_dataset(cfg.data, "train", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
-    val = build_dataset(cfg.data, "val", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
+    data_kw = dict(length=cfg.samples_per_epoch, max_side=cfg.max_side, cache=cfg.cache)
+    train = build_dataset(cfg.data, "train", cfg.crop, mis, cfg.seed, **data_kw)
+    val = build_dataset(cfg.data, "val", cfg.crop, mis, cfg.seed, **data_kw)
+    # the architecture steps see random crops of the val scenes; the logged eval, fixed ones
+    val_arch = build_dataset(cfg.data, "val", cfg.crop, mis, cfg.seed, augment=True, **data_kw)
     train_loader = make_loader(
         train, cfg.batch, shuffle=True, seed=cfg.seed, drop_last=True, num_workers=cfg.num_workers
     )
     val_loader = make_loader(
-        val, cfg.batch, shuffle=True, seed=cfg.seed + 1, drop_last=True, num_workers=cfg.num_workers
+        val_arch,
+        cfg.batch,
+        shuffle=True,
+        seed=cfg.seed + 1,
+        drop_last=True,
+        num_workers=cfg.num_workers,
     )
     eval_loader = make_loader(val, cfg.batch, shuffle=False, seed=cfg.seed + 2)
     eval_batches = [b for _, b in zip(range(cfg.eval_batches), eval_loader)]
+    check_loss_data(build_loss(cfg.loss), eval_batches[:1], cfg.loss, cfg.data)
     task = SearchTask(supernet, cfg, penalty, device, eval_batches)
     engine = Engine(run, task, train_loader, cfg.epochs, val_loader, cfg.steps_per_epoch, progress)
     engine.fit(resume=resume)
@@ -433,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="input size the latency is predicted at (default: --crop)",
     )
+    p.add_argument(
+        "--loss", help="train and val objective: l1 (needs ground truth, default) or mef-ssim"
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--warmup-epochs", dest="warmup_epochs", type=int)
     p.add_argument("--channels", type=int, choices=[8, 16, 32, 64])
@@ -441,6 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
     p.add_argument("--order", choices=["first", "second"])
     p.add_argument("--max-skip", dest="max_skip", type=int)
+    p.add_argument(
+        "--max-side", dest="max_side", type=int, help="downscale real photos to this long side"
+    )
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        default=None,
+        help="keep decoded real photos in memory (sequences data)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--run-name", dest="run_name")
     p.add_argument("--runs-dir", dest="runs_dir")

@@ -3,7 +3,8 @@
 The same :class:`~nas.engine.Engine` as the search (not a copy) drives a
 :class:`TrainTask`: Adam with cosine annealing (1e-4 -> 1e-10, CRMEF §IV-A-3), flips and
 90-degree rotations, per-epoch validation metrics, best (by validation PSNR) and last
-checkpoints, resume after a kill.
+checkpoints, resume after a kill. The best checkpoint is the one with the highest validation
+PSNR where the data have ground truth, else the highest validation MEF-SSIM (real sequences).
 
 Losses: ``--loss paper`` (default) trains each model with its own paper's loss (CRMEF's
 L_Int + 0.75 L_Gra + 0.05 L_Dis for derived nets and the CRMEF genotypes, MEF-CL's, FFMEF's,
@@ -29,9 +30,8 @@ import torch
 
 from nas import distributed
 from nas.config import resolve, to_dict
-from nas.engine import Batch, Engine, NonFiniteLossError
-from nas.losses import build_loss, loss_for_model
-from nas.metrics import psnr, ssim
+from nas.engine import Batch, Engine, NonFiniteLossError, validation_scores
+from nas.losses import build_loss, check_loss_data, loss_for_model
 from nas.models import ModelRefError, build_arch, resolve_model
 from nas.runs import RUNS_DIR, RunDir, RunError, resume_config
 from nas.utils import resolve_device, seed_everything
@@ -54,6 +54,8 @@ class TrainConfig:
     batch: int = 8
     crop: int = 128
     samples_per_epoch: int = 256
+    max_side: int | None = None
+    cache: bool = False
     steps_per_epoch: int | None = None
     eval_batches: int = 8
     lr: float = 1e-4
@@ -149,18 +151,9 @@ class TrainTask:
         logs["train_loss"] = float(loss.detach())
         return logs
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        self.model.eval()
-        p = s = 0.0
-        n = 0
-        for b in self.eval_batches:
-            y = self.model(b["under"].to(self.device), b["over"].to(self.device))
-            gt = b["gt"].to(self.device)
-            p += float(psnr(y, gt).clamp(max=100).sum())
-            s += float(ssim(y, gt).sum())
-            n += len(gt)
-        return {"val_psnr": p / max(n, 1), "val_ssim": s / max(n, 1)}
+        """Validation loss and PSNR/SSIM (data with ground truth) or MEF-SSIM (without)."""
+        return validation_scores(self.model, self.loss, self.eval_batches, self.device)
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         row: dict[str, Any] = {"lr": self.opt.param_groups[0]["lr"]}
@@ -170,13 +163,14 @@ class TrainTask:
         return row
 
     def after_checkpoint(self, run: RunDir, epoch: int, row: dict[str, Any]) -> None:
-        score = row.get("val_psnr", -float("inf"))
+        key = "val_psnr" if "val_psnr" in row else "val_mef_ssim"
+        score = row.get(key, -float("inf"))
         if score > self.best_psnr:
             self.best_psnr = score
             run.save_checkpoint(
                 {
                     "epoch": epoch,
-                    "val_psnr": score,
+                    key: score,
                     "task": {"model": self.model.state_dict(), "arch": self.arch},
                 },
                 "best",
@@ -272,16 +266,16 @@ def _run_train(cfg: TrainConfig, env: distributed.DistEnv, resume: bool, progres
     if mis is None:
         g = resolved.genotype
         mis = bool(g is not None and g.arch.misaligned) or resolved.name == "crmef-misaligned"
-    train = build_dataset(cfg.data, "train", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
-    val = build_dataset(cfg.data, "val", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
+    data_kw = dict(length=cfg.samples_per_epoch, max_side=cfg.max_side, cache=cfg.cache)
+    train = build_dataset(cfg.data, "train", cfg.crop, mis, cfg.seed, **data_kw)
+    val = build_dataset(cfg.data, "val", cfg.crop, mis, cfg.seed, **data_kw)
     # the global batch cfg.batch, cut into equal per-rank shards under torchrun
     loader = distributed.make_sharded_loader(
         train, cfg.batch, env, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers
     )
     eval_loader = make_loader(val, cfg.batch, shuffle=False, seed=cfg.seed + 2)
     eval_batches = [b for _, b in zip(range(cfg.eval_batches), eval_loader)]
-    if eval_batches and "gt" not in eval_batches[0]:
-        eval_batches = []  # unlabelled data: no reference metrics
+    check_loss_data(loss, eval_batches[:1], lname, cfg.data)
     task = TrainTask(model, resolved.arch, loss, cfg, device, eval_batches, env)
     Engine(run, task, loader, cfg.epochs, None, cfg.steps_per_epoch, progress).fit(resume=resume)
     return run.path
@@ -306,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
+    p.add_argument(
+        "--max-side", dest="max_side", type=int, help="downscale real photos to this long side"
+    )
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        default=None,
+        help="keep decoded real photos in memory (sequences data)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--run-name", dest="run_name")
     p.add_argument("--runs-dir", dest="runs_dir")
