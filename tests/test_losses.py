@@ -27,6 +27,7 @@ from nas.losses import (
     gaussian_blur,
     list_losses,
     loss_for_model,
+    saturation_weighted_chroma,
     scharr_magnitude,
     well_exposed_means,
     wgan_gp_penalty,
@@ -256,17 +257,19 @@ def test_mef_ssim_loss_is_one_minus_metric_plus_mean_term() -> None:
     scene = torch.rand(2, 3, 64, 64, generator=g)
     batch = {"under": scene * 0.3, "over": (scene * 1.6).clamp(0, 1)}
     fused = 0.5 * (batch["under"] + batch["over"])
-    plain = MEFSSIMLoss(mean_weight=0.0, reduction="none")(fused, batch)
+    plain = MEFSSIMLoss(mean_weight=0.0, chroma_weight=0.0, reduction="none")(fused, batch)
     score = mef_ssim(fused, [batch["under"], batch["over"]])
     assert torch.allclose(plain.double(), 1 - score, atol=1e-6)
-    full = MEFSSIMLoss(mean_weight=2.0, reduction="none")(fused, batch)
+    full = MEFSSIMLoss(mean_weight=2.0, chroma_weight=0.0, reduction="none")(fused, batch)
     target = well_exposed_means([batch["under"], batch["over"]], 16)
     mean_term = (torch.nn.functional.avg_pool2d(fused, 16, 8) - target).abs().flatten(1).mean(1)
     assert torch.allclose(full, plain + 2.0 * mean_term, atol=1e-6)
     # a small crop is scored with the scales that fit: 24 px -> 2 scales
     small = {k: v[..., :24, :24] for k, v in batch.items()}
     s2 = mef_ssim(fused[..., :24, :24], [small["under"], small["over"]], scales=2)
-    got = MEFSSIMLoss(mean_weight=0.0, reduction="none")(fused[..., :24, :24], small)
+    got = MEFSSIMLoss(mean_weight=0.0, chroma_weight=0.0, reduction="none")(
+        fused[..., :24, :24], small
+    )
     assert torch.allclose(got.double(), 1 - s2, atol=1e-6)
 
 
@@ -278,7 +281,7 @@ def test_mef_ssim_loss_gradient_step_improves_the_metric() -> None:
     under, over = scene * 0.35, (scene * 1.8).clamp(0, 1)
     batch = {"under": under, "over": over}
     fused = (0.5 * (under + over)).requires_grad_()
-    loss = MEFSSIMLoss(mean_weight=0.0)
+    loss = MEFSSIMLoss(mean_weight=0.0, chroma_weight=0.0)
     before = float(mef_ssim(fused.detach(), [under, over]))
     opt = torch.optim.Adam([fused], lr=1e-2)
     for _ in range(20):
@@ -287,6 +290,32 @@ def test_mef_ssim_loss_gradient_step_improves_the_metric() -> None:
         opt.step()
     after = float(mef_ssim(fused.detach().clamp(0, 1), [under, over]))
     assert after > before + 0.01, (before, after)
+
+
+def test_saturation_weighted_chroma_by_hand() -> None:
+    from nas.color import CHROMA_NEUTRAL, rgb_to_ycbcr
+
+    grey = torch.full((1, 3, 4, 4), 0.5)
+    red = torch.tensor([0.8, 0.2, 0.2]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    blue = torch.tensor([0.2, 0.2, 0.6]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    # a grey source has zero weight: the colour is the saturated one's
+    assert torch.allclose(saturation_weighted_chroma([grey, red]), rgb_to_ycbcr(red)[:, 1:])
+    # all grey: grey
+    assert torch.allclose(saturation_weighted_chroma([grey, grey]), torch.tensor(CHROMA_NEUTRAL))
+    # two colours: sum C |C - tau| / sum |C - tau| per channel
+    c1, c2 = rgb_to_ycbcr(red)[:, 1:], rgb_to_ycbcr(blue)[:, 1:]
+    w1, w2 = (c1 - CHROMA_NEUTRAL).abs(), (c2 - CHROMA_NEUTRAL).abs()
+    expected = (w1 * c1 + w2 * c2) / (w1 + w2)
+    assert torch.allclose(saturation_weighted_chroma([red, blue]), expected, atol=1e-6)
+    # the loss term: zero chroma error for an image with the target chroma (grey + red -> red)
+    big = [t[..., :1, :1].expand(1, 3, 48, 48) for t in (grey, red)]
+    batch = {"under": big[0], "over": big[1]}
+    only_chroma = MEFSSIMLoss(mean_weight=0.0, chroma_weight=1.0, reduction="none")
+    no_chroma = MEFSSIMLoss(mean_weight=0.0, chroma_weight=0.0, reduction="none")
+    fused = big[1]
+    assert torch.allclose(only_chroma(fused, batch), no_chroma(fused, batch), atol=1e-6)
+    greenish = (fused + torch.tensor([0.0, 0.2, 0.0]).view(1, 3, 1, 1)).clamp(0, 1)
+    assert (only_chroma(greenish, batch) - no_chroma(greenish, batch)).item() > 0.05
 
 
 def test_supervised_loss_on_unlabelled_data_is_a_clear_error() -> None:
