@@ -533,6 +533,48 @@ def evaluate_folder(
     return FolderEval(summary, pairs, published, meta)
 
 
+def merge_folder_evals(results: Sequence[FolderEval], jobs: int = 1) -> FolderEval:
+    """One evaluation from several :func:`evaluate_folder` runs of *disjoint* model sets on
+    the same pairs with the same settings (e.g. models evaluated side by side in separate
+    processes, one thread each, as ``benchmarks/mefb.py --jobs 2`` does).
+
+    Rows are concatenated in the given order; ``meta`` is the first run's, with the models of
+    all runs, ``timing.seconds_total`` the longest run's and ``timing.jobs`` = ``jobs``, the
+    number of runs that were timed at the same time.
+
+    Raises:
+        ValueError: the runs covered different pairs, used different settings (device,
+            threads, tiling) or share a model name.
+    """
+    if not results:
+        raise ValueError("merge_folder_evals needs at least one evaluation")
+    first = results[0]
+    scenes = set(first.pairs["scene"])
+    names: list[str] = []
+    for k, r in enumerate(results):
+        if set(r.pairs["scene"]) != scenes:
+            raise ValueError(f"evaluation {k} covered other pairs than evaluation 0")
+        for key in ("device", "tiling"):
+            if r.meta[key] != first.meta[key]:
+                raise ValueError(f"evaluation {k} used other {key} settings than evaluation 0")
+        if r.meta["timing"]["threads"] != first.meta["timing"]["threads"]:
+            raise ValueError(f"evaluation {k} used another thread count than evaluation 0")
+        names += list(r.summary["name"])
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"a model was evaluated twice: {dup}")
+    meta = json.loads(json.dumps(first.meta, default=str))
+    meta["models"] = {k: v for r in results for k, v in r.meta["models"].items()}
+    meta["untrained"] = [n for r in results for n in r.meta.get("untrained", [])]
+    meta["saved_fused"] = [f for r in results for f in r.meta.get("saved_fused", [])]
+    meta["timing"]["seconds_total"] = max(r.meta["timing"]["seconds_total"] for r in results)
+    meta["timing"]["jobs"] = int(jobs)
+    summary = pd.concat([r.summary for r in results], ignore_index=True)
+    summary["mefb_rank"] = summary["mefb_rank"].astype("Int64")
+    pairs = pd.concat([r.pairs for r in results], ignore_index=True)
+    return FolderEval(summary, pairs, first.published, meta)
+
+
 def _sizes(pairs: pd.DataFrame) -> list[tuple[int, int]]:
     first = pairs.drop_duplicates("scene")
     return list(zip(first["height"].astype(int), first["width"].astype(int)))
@@ -606,7 +648,13 @@ def folder_markdown(result: FolderEval) -> str:
         f"MEFB no-reference protocol: {d['pairs']} pair(s) of `{d['spec']}`{subset} at full "
         f"resolution ({d['megapixels_total']:.2f} MP in total), device "
         f"`{dv['device_fingerprint']}` ({dv.get('device_name')}), torch {meta['torch']}, "
-        f"OpenCV {meta.get('opencv')}, {t['threads']} thread(s). MEF-SSIM = MEFB's 3-scale "
+        f"OpenCV {meta.get('opencv')}, {t['threads']} thread(s)"
+        + (
+            f" per model, {t['jobs']} models timed at a time (one process each)"
+            if t.get("jobs", 1) > 1
+            else ""
+        )
+        + ". MEF-SSIM = MEFB's 3-scale "
         "mef_ms_ssim and Q^AB/F = MEFB's metricsQabf (nas.metrics, fused output quantised to "
         "8 bits); ms/MP = inference time only (no metrics; one warm-up pair first) / "
         "megapixels. Networks run whole up to "
