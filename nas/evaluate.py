@@ -253,6 +253,27 @@ def resolve_models(
     return out
 
 
+def check_trained(models: Sequence[ResolvedModel], allow_untrained: bool, log: Log) -> list[str]:
+    """Names of the untrained models: an :class:`UntrainedModelError` unless
+    ``allow_untrained``, otherwise a warning (also through ``log``)."""
+    untrained = [r.name for r in models if not r.trained]
+    if untrained and not allow_untrained:
+        raise UntrainedModelError(
+            f"untrained model(s): {', '.join(untrained)}. Their quality numbers would say "
+            "nothing about the architecture: pass a training run folder (or its model .pt) "
+            "for each, e.g. `python -m nas.train --arch NAME` first, or --allow-untrained "
+            "(allow_untrained=True) to evaluate them anyway, flagged"
+        )
+    if untrained:
+        msg = (
+            f"WARNING: untrained model(s) {', '.join(untrained)}: random weights, their "
+            "quality numbers are meaningless (latency, params and FLOPs are valid)"
+        )
+        warnings.warn(msg, stacklevel=3)
+        log(msg)
+    return untrained
+
+
 def _is_derived(model: torch.nn.Module) -> bool:
     arch = getattr(model, "arch", None)
     return arch is not None and hasattr(arch, "channels") and hasattr(arch, "misaligned")
@@ -522,21 +543,7 @@ def evaluate_models(
         raise ValueError(f"threads must be >= 1, got {threads}")
 
     models = resolve_models(refs, channels, model_kwargs)
-    untrained = [r.name for r in models if not r.trained]
-    if untrained and not allow_untrained:
-        raise UntrainedModelError(
-            f"untrained model(s): {', '.join(untrained)}. Their quality numbers would say "
-            "nothing about the architecture: pass a training run folder (or its model .pt) "
-            "for each, e.g. `python -m nas.train --arch NAME` first, or --allow-untrained "
-            "(allow_untrained=True) to evaluate them anyway, flagged"
-        )
-    if untrained:
-        msg = (
-            f"WARNING: untrained model(s) {', '.join(untrained)}: random weights, their "
-            "quality numbers are meaningless (latency, params and FLOPs are valid)"
-        )
-        warnings.warn(msg, stacklevel=2)
-        log(msg)
+    untrained = check_trained(models, allow_untrained, log)
     t_start = time.perf_counter()
 
     # 1) params / MACs / FLOPs (CPU, per image at the latency resolution)

@@ -29,7 +29,6 @@ import contextlib
 import json
 import re
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +43,10 @@ from nas.evaluate import (
     CLASSICAL_GROUP,
     EVAL_DIR,
     Log,
-    UntrainedModelError,
     _quiet,
     _slug,
     _yaml_safe,
+    check_trained,
     default_out_dir,
     model_group,
     resolve_models,
@@ -361,16 +360,7 @@ def evaluate_folder(
 
     torch.manual_seed(seed)
     models = resolve_models(refs, channels, model_kwargs)
-    untrained = [r.name for r in models if not r.trained]
-    if untrained and not allow_untrained:
-        raise UntrainedModelError(
-            f"untrained model(s): {', '.join(untrained)}; pass training runs or model files, "
-            "or --allow-untrained (allow_untrained=True) to evaluate them anyway, flagged"
-        )
-    if untrained:
-        msg = f"WARNING: untrained model(s) {', '.join(untrained)}: quality is meaningless"
-        warnings.warn(msg, stacklevel=2)
-        log(msg)
+    untrained = check_trained(models, allow_untrained, log)
     nets = [r.module().to(dev).eval() for r in models]
     params = [0 if r.classical else int(count_params(net)) for r, net in zip(models, nets)]
     tile_above_px = float(tile_above_mp) * 1e6
@@ -723,7 +713,7 @@ def draw_speed_quality(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from nas.plot import GROUP_STYLE, _save_figure
+    from nas.plot import GROUP_STYLE, _save_figure, mark_pareto_front
 
     fig = Figure(figsize=(6.4, 4.6))
     FigureCanvasAgg(fig)
@@ -734,20 +724,7 @@ def draw_speed_quality(
         color, marker = style.get(str(group), ("tab:gray", "o"))
         ax.scatter(sub["ms_per_mp"], sub["mef_ssim"], c=color, marker=marker, s=42, zorder=3)
         ax.scatter([], [], c=color, marker=marker, label=str(group))
-    front = data[data["is_pareto"]].sort_values("ms_per_mp")
-    if len(front):
-        ax.scatter(
-            front["ms_per_mp"],
-            front["mef_ssim"],
-            s=170,
-            facecolors="none",
-            edgecolors="black",
-            linewidths=1.1,
-            zorder=4,
-            label="Pareto front",
-        )
-        if len(front) >= 2:
-            ax.step(front["ms_per_mp"], front["mef_ssim"], where="post", color="k", ls="--", lw=0.8)
+    mark_pareto_front(ax, data, "ms_per_mp", "mef_ssim")
     for _, r in data.iterrows():
         ax.annotate(
             str(r["name"]),

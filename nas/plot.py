@@ -286,6 +286,26 @@ _LABELS = {
 _SHORT = {"latency_ms": "latency", "params": "parameters", "psnr": "PSNR", "mef_ssim": "MEF-SSIM"}
 
 
+def mark_pareto_front(ax: Any, data: pd.DataFrame, x: str, y: str) -> None:
+    """Circle the rows of ``data`` whose ``is_pareto`` is true and join them by a dashed step
+    (sorted by ``x``); nothing when there is no such row."""
+    front = data[data["is_pareto"]].sort_values(x)
+    if not len(front):
+        return
+    ax.scatter(
+        front[x],
+        front[y],
+        s=170,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=1.1,
+        zorder=4,
+        label="Pareto front",
+    )
+    if len(front) >= 2:
+        ax.step(front[x], front[y], where="post", color="black", ls="--", lw=0.8)
+
+
 def _save_figure(fig: Any, path: str | Path, formats: Sequence[str]) -> list[Path]:
     from nas.utils import atomic_write
 
@@ -345,20 +365,7 @@ def draw_tradeoff(
             zorder=2,
             label="searched, eta order",
         )
-    front = data[data["is_pareto"]].sort_values(x)
-    if len(front):
-        ax.scatter(
-            front[x],
-            front["quality"],
-            s=170,
-            facecolors="none",
-            edgecolors="black",
-            linewidths=1.1,
-            zorder=4,
-            label="Pareto front",
-        )
-        if len(front) >= 2:
-            ax.step(front[x], front["quality"], where="post", color="black", ls="--", lw=0.8)
+    mark_pareto_front(ax, data, x, "quality")
     for _, r in data.iterrows():
         label = r["name"] + (f" (eta={r['eta']:g})" if np.isfinite(r["eta"]) else "")
         ax.annotate(

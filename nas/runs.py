@@ -14,6 +14,7 @@ checkpoint write included) keeps its last complete checkpoint and can be resumed
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import io
@@ -135,3 +136,16 @@ def _parse(value: str) -> Any:
         except (TypeError, ValueError):
             pass
     return value
+
+
+def add_photo_args(p: argparse.ArgumentParser) -> None:
+    """``--max-side`` and ``--cache``: how a run reads real photos (search and train)."""
+    p.add_argument(
+        "--max-side", dest="max_side", type=int, help="downscale real photos to this long side"
+    )
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        default=None,
+        help="keep decoded real photos in memory (sequences data)",
+    )

@@ -42,7 +42,7 @@ from nas.genotype import Genotype, derive
 from nas.losses import build_loss, check_loss_data
 from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
-from nas.runs import RUNS_DIR, RunDir, resume_config
+from nas.runs import RUNS_DIR, RunDir, add_photo_args, resume_config
 from nas.space import SearchSpace, load_space
 from nas.supernet import Supernet
 from nas.utils import resolve_device, seed_everything
@@ -457,15 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
     p.add_argument("--order", choices=["first", "second"])
     p.add_argument("--max-skip", dest="max_skip", type=int)
-    p.add_argument(
-        "--max-side", dest="max_side", type=int, help="downscale real photos to this long side"
-    )
-    p.add_argument(
-        "--cache",
-        action="store_true",
-        default=None,
-        help="keep decoded real photos in memory (sequences data)",
-    )
+    add_photo_args(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--run-name", dest="run_name")
     p.add_argument("--runs-dir", dest="runs_dir")

@@ -33,7 +33,7 @@ from nas.config import resolve, to_dict
 from nas.engine import Batch, Engine, NonFiniteLossError, validation_scores
 from nas.losses import build_loss, check_loss_data, loss_for_model
 from nas.models import ModelRefError, build_arch, resolve_model
-from nas.runs import RUNS_DIR, RunDir, RunError, resume_config
+from nas.runs import RUNS_DIR, RunDir, RunError, add_photo_args, resume_config
 from nas.utils import resolve_device, seed_everything
 
 
@@ -300,15 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
-    p.add_argument(
-        "--max-side", dest="max_side", type=int, help="downscale real photos to this long side"
-    )
-    p.add_argument(
-        "--cache",
-        action="store_true",
-        default=None,
-        help="keep decoded real photos in memory (sequences data)",
-    )
+    add_photo_args(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--run-name", dest="run_name")
     p.add_argument("--runs-dir", dest="runs_dir")
