@@ -59,7 +59,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from nas.ops.authors import AuthorsDeform
 from nas.ops.deform import DeformConvOp
+
+DEFORM_OPS = (DeformConvOp, AuthorsDeform)
+"""The deformable ops (both styles): weight as a raw parameter, sampling counted by hook."""
 
 __all__ = [
     "DEFORM_SAMPLING_KEY",
@@ -202,7 +206,7 @@ def count_macs_thop(
     work = _Root(copy.deepcopy(model))
     args, _, _ = _make_inputs(work, input_size, batch, inputs)
     macs, _ = thop.profile(
-        work, inputs=args, custom_ops={DeformConvOp: _thop_deform_rule()}, verbose=False
+        work, inputs=args, custom_ops={op: _thop_deform_rule() for op in DEFORM_OPS}, verbose=False
     )
     return int(round(float(macs)))
 
@@ -345,7 +349,7 @@ def count_flops(
         sampling[top] = sampling.get(top, 0) + flops
 
     handles = [
-        m.register_forward_hook(on_deform) for m in model.modules() if isinstance(m, DeformConvOp)
+        m.register_forward_hook(on_deform) for m in model.modules() if isinstance(m, DEFORM_OPS)
     ]
     was_training = model.training
     counter = FlopCounterMode(display=False, custom_mapping=flop_formulas())

@@ -175,7 +175,10 @@ def module_graph(net: CRMEFNet) -> nx.DiGraph:
 def build(genotype: Genotype) -> CRMEFNet:
     """The compact derived network: each slot is the chosen op from the registry."""
     choice = genotype.choice
-    return CRMEFNet(genotype.arch, lambda slot, ci, co: create_op(choice[slot], ci, co))
+    style = genotype.arch.style
+    return CRMEFNet(
+        genotype.arch, lambda slot, ci, co: create_op(choice[slot], ci, co, style=style)
+    )
 
 
 def derive(supernet: Supernet) -> Genotype:
@@ -221,7 +224,9 @@ def count_parameters(module: nn.Module) -> int:
 
 # --- the published reference genotypes (the authors' released derived networks) --------
 
-_REF_ARCH = ArchConfig(channels=64, cascades=2, relight="multiply", misaligned=False)
+_REF_ARCH = ArchConfig(
+    channels=64, cascades=2, relight="multiply", misaligned=False, style="authors"
+)
 
 CRMEF_GENERAL = Genotype(
     "crmef-general",

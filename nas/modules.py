@@ -139,13 +139,15 @@ class DASMPyramid(Unit):
 
     op_name = "fixed.dasm_pyramid"
 
-    def __init__(self, C: int) -> None:
+    def __init__(self, C: int, relu_block: bool = False) -> None:
         super().__init__(3, C)
+        if relu_block:  # the authors' residual block has a ReLU between its convolutions
+            self.op_name = "fixed.authors.dasm_pyramid"
         self.inp = nn.Sequential(_conv(3, C, 1), _act())
         self.res1, self.res2 = _conv(C, C), _conv(C, C)
         self.down1 = nn.Sequential(_conv(C, C, 3, 2), _act(), _conv(C, C), _act())
         self.down2 = nn.Sequential(_conv(C, C, 3, 2), _act(), _conv(C, C), _act())
-        self.act = _act()
+        self.act = nn.ReLU() if relu_block else _act()
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.inp(x)
@@ -182,17 +184,25 @@ class DASMOffset(Unit):
 class DASMMerge(Unit):
     """Merge an aligned level with the upsampled coarser one: ``act(conv(cat(f, up(c))))``.
 
-    f: (B, C, h, w), c: (B, C, h/2, w/2) -> (B, C, h, w).
+    f: (B, C, h, w), c: (B, C, h/2, w/2) -> (B, C, h, w). The authors' variants activate the
+    coarse input first (``pre_act``: their level-3 deformable output is activated) or leave
+    the output linear (``act=False``: their level-1 merge).
     """
 
     op_name = "fixed.dasm_merge"
 
-    def __init__(self, C: int) -> None:
+    def __init__(self, C: int, pre_act: bool = False, act: bool = True) -> None:
         super().__init__(2 * C, C)
+        self.pre_act, self.use_act = pre_act, act
+        if pre_act or not act:
+            self.op_name = "fixed.authors.dasm_merge" + ("_preact" if pre_act else "_linear")
         self.conv, self.act = _conv(2 * C, C), _act()
 
     def forward(self, f: Tensor, c: Tensor) -> Tensor:
-        return self.act(self.conv(torch.cat([f, _resize_to(c, f)], dim=1)))
+        if self.pre_act:
+            c = self.act(c)
+        out = self.conv(torch.cat([f, _resize_to(c, f)], dim=1))
+        return self.act(out) if self.use_act else out
 
 
 class DRMStemAligned(Unit):

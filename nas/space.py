@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from nas.ops import get_op_spec, list_ops
+from nas.ops import STYLES, get_op_spec, list_ops
 
 SRSM_SLOTS: tuple[str, ...] = ("srsm.feat1", "srsm.feat2", "srsm.conv")
 """Scene relighting: feature op at full scale, op after max/avg pooling, refinement op."""
@@ -60,12 +60,19 @@ class ArchConfig:
         relight: ``"multiply"`` (I * L, the paper's Eq. 1) or ``"divide"`` (I / max(L, eps),
             the Retinex form the detail module uses).
         misaligned: include the deformable alignment module (DASM).
+        style: how the modules and ops are built. ``authors``: as the CRMEF authors'
+            released code builds them (:mod:`nas.modules_authors`, :mod:`nas.ops.authors`:
+            PReLU, BatchNorm + PReLU after every detail slot, residual ops with a fixed 3x3
+            convolution, the detail module at 2C); the published general net is C = 64.
+            ``lean``: this toolkit's smaller form (LeakyReLU inside every op, residual ops
+            of one convolution, every module at C). Files without the key are ``lean``.
     """
 
     channels: int = 32
     cascades: int = 2
     relight: str = "multiply"
     misaligned: bool = False
+    style: str = "lean"
 
     def __post_init__(self) -> None:
         if not isinstance(self.channels, int) or self.channels < 2:
@@ -74,6 +81,8 @@ class ArchConfig:
             raise SpaceError(f"cascades must be an integer >= 1, got {self.cascades!r}")
         if self.relight not in RELIGHT_MODES:
             raise SpaceError(f"relight must be one of {RELIGHT_MODES}, got {self.relight!r}")
+        if self.style not in STYLES:
+            raise SpaceError(f"style must be one of {STYLES}, got {self.style!r}")
         if not isinstance(self.misaligned, bool):
             raise SpaceError(f"misaligned must be true or false, got {self.misaligned!r}")
 

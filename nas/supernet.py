@@ -43,7 +43,8 @@ from nas.modules import (
     SRSMPool,
     SRSMStem,
 )
-from nas.ops import create_op, get_op_spec
+from nas.modules_authors import DRMA, SRSMA
+from nas.ops import call_slot, create_op, get_op_spec
 from nas.space import ArchConfig, SearchSpace, load_space
 
 SlotFactory = Callable[[str, int, int], nn.Module]
@@ -61,15 +62,6 @@ def check_pair(under: Tensor, over: Tensor) -> None:
             f"under and over must have the same shape, got {tuple(under.shape)} "
             f"and {tuple(over.shape)}"
         )
-
-
-def _takes_offset_feat(op: nn.Module) -> bool:
-    return bool(getattr(op, "takes_offset_feat", False))
-
-
-def call_slot(op: nn.Module, x: Tensor, offset_feat: Tensor | None = None) -> Tensor:
-    """Run a slot; deformable ops (and mixed ops) also receive the offset feature."""
-    return op(x, offset_feat) if _takes_offset_feat(op) else op(x)
 
 
 class SRSM(nn.Module):
@@ -96,17 +88,18 @@ class DASM(nn.Module):
     features and the reference features, both (B, C, H, W).
     """
 
-    def __init__(self, C: int, make_slot: SlotFactory) -> None:
+    def __init__(self, C: int, make_slot: SlotFactory, style: str = "lean") -> None:
         super().__init__()
-        self.pyramid = DASMPyramid(C)
+        authors = style == "authors"
+        self.pyramid = DASMPyramid(C, relu_block=authors)
         self.off3 = DASMOffset(C, with_coarse=False)
         self.l3 = make_slot("dasm.l3", C, C)
         self.off2 = DASMOffset(C, with_coarse=True)
         self.l2 = make_slot("dasm.l2", C, C)
-        self.merge2 = DASMMerge(C)
+        self.merge2 = DASMMerge(C, pre_act=authors)
         self.off1 = DASMOffset(C, with_coarse=True)
         self.l1 = make_slot("dasm.l1", C, C)
-        self.merge1 = DASMMerge(C)
+        self.merge1 = DASMMerge(C, act=not authors)
         self.off_cas = DASMOffset(C, with_coarse=False)
         self.cascade = make_slot("dasm.cascade", C, C)
 
@@ -153,14 +146,15 @@ class CRMEFNet(nn.Module):
         super().__init__()
         self.arch = arch
         C = arch.channels
+        srsm, drm = (SRSMA, DRMA) if arch.style == "authors" else (SRSM, DRM)
         self.srsm_under = nn.ModuleList(
-            SRSM(C, arch.relight, make_slot) for _ in range(arch.cascades)
+            srsm(C, arch.relight, make_slot) for _ in range(arch.cascades)
         )
         self.srsm_over = nn.ModuleList(
-            SRSM(C, arch.relight, make_slot) for _ in range(arch.cascades)
+            srsm(C, arch.relight, make_slot) for _ in range(arch.cascades)
         )
-        self.dasm = DASM(C, make_slot) if arch.misaligned else None
-        self.drm = DRM(C, make_slot, aligned_features=arch.misaligned)
+        self.dasm = DASM(C, make_slot, arch.style) if arch.misaligned else None
+        self.drm = drm(C, make_slot, aligned_features=arch.misaligned)
 
     def forward(self, under: Tensor, over: Tensor) -> Tensor:
         if not torch.fx._symbolic_trace.is_fx_symbolic_tracing():
@@ -180,11 +174,19 @@ class MixedOp(nn.Module):
     """
 
     def __init__(
-        self, slot: str, candidates: tuple[str, ...], C_in: int, C_out: int, weights: dict
+        self,
+        slot: str,
+        candidates: tuple[str, ...],
+        C_in: int,
+        C_out: int,
+        weights: dict,
+        style: str = "lean",
     ) -> None:
         super().__init__()
         self.slot = slot
-        self.ops = nn.ModuleDict({name: create_op(name, C_in, C_out) for name in candidates})
+        self.ops = nn.ModuleDict(
+            {name: create_op(name, C_in, C_out, style=style) for name in candidates}
+        )
         self.takes_offset_feat = any(get_op_spec(n).takes_offset_feat for n in candidates)
         self._weights = weights
 
@@ -213,7 +215,9 @@ class Supernet(CRMEFNet):
         weights: dict[str, Tensor] = {}
         super().__init__(
             space.arch,
-            lambda slot, ci, co: MixedOp(slot, space.candidates[slot], ci, co, weights),
+            lambda slot, ci, co: MixedOp(
+                slot, space.candidates[slot], ci, co, weights, space.arch.style
+            ),
         )
         self.space = space
         self._slot_weights = weights
@@ -232,8 +236,10 @@ class Supernet(CRMEFNet):
         return list(self.alphas.values())
 
     def weight_parameters(self) -> list[nn.Parameter]:
+        """The trainable convolution weights (frozen parameters, e.g. the authors' discarded
+        layers, are left out)."""
         arch = {id(p) for p in self.alphas.values()}
-        return [p for p in self.parameters() if id(p) not in arch]
+        return [p for p in self.parameters() if id(p) not in arch and p.requires_grad]
 
     def softmax_weights(self) -> dict[str, Tensor]:
         """``{slot: softmax(alpha)}``, differentiable w.r.t. the alphas."""

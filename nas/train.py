@@ -116,7 +116,9 @@ class TrainTask:
         self.cfg = cfg
         self.device = device
         self.eval_batches = eval_batches
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        # frozen parameters (the authors' discarded layers) neither train nor get gradients
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.opt, T_max=max(cfg.epochs, 1), eta_min=cfg.lr_min
         )
@@ -145,8 +147,8 @@ class TrainTask:
             logs["critic_loss"] = float(c_loss.detach())
         self.opt.zero_grad(set_to_none=True)
         loss = self.loss(fused, batch)
-        loss.backward(inputs=list(self.model.parameters()))
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        loss.backward(inputs=self.params)
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.opt.step()
         logs["train_loss"] = float(loss.detach())
         return logs

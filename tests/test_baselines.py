@@ -36,6 +36,9 @@ def test_forward_backward(name: str, shape: tuple[int, ...]) -> None:
     assert out.min() >= 0 and out.max() <= 1
     out.mean().backward()
     for pname, p in model.named_parameters():
+        if not p.requires_grad:  # frozen by design (the authors' discarded layers)
+            assert ".unused." in pname, f"{name}: {pname} is frozen"
+            continue
         assert p.grad is not None, f"{name}: no gradient for {pname}"
         assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
 

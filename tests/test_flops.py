@@ -7,6 +7,8 @@ deformable sampling 4 MACs per (image, input channel, tap, output pixel).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,7 +24,8 @@ from nas.flops import (
 )
 from nas.genotype import CRMEF_GENERAL, CRMEF_MISALIGNED, build
 from nas.modules import DASMMerge, DASMOffset, SRSMHead
-from nas.ops import DeformConvOp, create_op
+from nas.modules_authors import SRSMHeadA
+from nas.ops import AuthorsDeform, DeformConvOp, create_op
 
 S = 16  # spatial size of the single-op tests
 
@@ -182,7 +185,9 @@ def test_formulas_do_not_touch_global_registry() -> None:
 # --- whole networks against an independent hand count ------------------------------------
 
 
-def _hand_count(net: nn.Module, inputs: tuple[Tensor, ...]) -> dict[str, int]:
+def _hand_count(
+    net: nn.Module, inputs: tuple[Tensor, ...], thop_extra_out: dict | None = None
+) -> dict[str, int]:
     """MACs of every conv, deformable op and bilinear resize, from hooks on the modules.
 
     Convolutions: from each ``nn.Conv2d``'s weight and recorded output size. Deformable ops:
@@ -191,6 +196,13 @@ def _hand_count(net: nn.Module, inputs: tuple[Tensor, ...]) -> dict[str, int]:
     that call ``F.interpolate`` and the sizes they are called with.
     """
     counts = {"conv": 0, "deform_conv": 0, "deform_sampling": 0, "resize": 0}
+    thop_extra = {"norm_act": 0}  # thop's own rules: BatchNorm 4 / element, PReLU 1 / element
+
+    def on_bn(m: nn.Module, x: tuple[Tensor, ...], y: Tensor) -> None:
+        thop_extra["norm_act"] += 4 * x[0].numel()
+
+    def on_prelu(m: nn.Module, x: tuple[Tensor, ...], y: Tensor) -> None:
+        thop_extra["norm_act"] += x[0].numel()
 
     def on_conv(m: nn.Conv2d, x: tuple[Tensor, ...], y: Tensor) -> None:
         cin_g = m.in_channels // m.groups
@@ -208,8 +220,7 @@ def _hand_count(net: nn.Module, inputs: tuple[Tensor, ...]) -> dict[str, int]:
             counts["resize"] += 4 * src.shape[0] * src.shape[1] * ref.shape[2] * ref.shape[3]
 
     def on_srsm_head(m: nn.Module, x: tuple[Tensor, ...], y: Tensor) -> None:
-        f, _, image = x
-        resize(f, image)
+        resize(x[0], x[-1])  # lean (f, r, image), authors (a, image)
 
     def on_offset(m: DASMOffset, x: tuple[Tensor, ...], y: Tensor) -> None:
         if m.merge is not None and len(x) > 2 and x[2] is not None:
@@ -222,20 +233,26 @@ def _hand_count(net: nn.Module, inputs: tuple[Tensor, ...]) -> dict[str, int]:
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             hooks.append(m.register_forward_hook(on_conv))
-        elif isinstance(m, DeformConvOp):
+        elif isinstance(m, (DeformConvOp, AuthorsDeform)):
             hooks.append(m.register_forward_hook(on_deform))
-        elif isinstance(m, SRSMHead):
+        elif isinstance(m, (SRSMHead, SRSMHeadA)):
             hooks.append(m.register_forward_hook(on_srsm_head))
         elif isinstance(m, DASMOffset):
             hooks.append(m.register_forward_hook(on_offset))
         elif isinstance(m, DASMMerge):
             hooks.append(m.register_forward_hook(on_merge))
+        elif isinstance(m, nn.BatchNorm2d):
+            hooks.append(m.register_forward_hook(on_bn))
+        elif isinstance(m, nn.PReLU):
+            hooks.append(m.register_forward_hook(on_prelu))
     try:
         with torch.no_grad():
             net(*inputs)
     finally:
         for h in hooks:
             h.remove()
+    if thop_extra_out is not None:
+        thop_extra_out.update(thop_extra)
     return counts
 
 
@@ -243,13 +260,19 @@ def _pair(H: int = 32, W: int = 32) -> tuple[Tensor, Tensor]:
     return torch.rand(1, 3, H, W), torch.rand(1, 3, H, W)
 
 
+@pytest.mark.parametrize("style", ["authors", "lean"])
 @pytest.mark.parametrize("genotype", [CRMEF_GENERAL, CRMEF_MISALIGNED], ids=lambda g: g.space)
-def test_derived_net_matches_hand_count(genotype) -> None:
-    net = build(genotype.with_channels(8))
+def test_derived_net_matches_hand_count(genotype, style: str) -> None:
+    genotype = dataclasses.replace(
+        genotype, arch=dataclasses.replace(genotype.arch, style=style, channels=8)
+    )
+    net = build(genotype)
     keys_before = list(net.state_dict())
     inputs = _pair()
-    hand = _hand_count(net, inputs)
+    extra: dict[str, int] = {}
+    hand = _hand_count(net, inputs, extra)
     assert hand["resize"] > 0
+    assert (extra["norm_act"] > 0) == (style == "authors")  # BatchNorm and PReLU
     assert (hand["deform_conv"] > 0) == genotype.arch.misaligned
 
     r = count_flops(net, inputs=inputs)
@@ -267,7 +290,8 @@ def test_derived_net_matches_hand_count(genotype) -> None:
     assert r.by_module["srsm_under"] == r.by_module["srsm_over"]
 
     # thop: modules only, so convolutions (+ the deformable rule) but no resize
-    thop_macs = hand["conv"] + hand["deform_conv"] + hand["deform_sampling"]
+    # (and thop's own BatchNorm / PReLU rules, which torch's counter leaves out)
+    thop_macs = hand["conv"] + hand["deform_conv"] + hand["deform_sampling"] + extra["norm_act"]
     assert count_macs_thop(net, inputs=inputs) == pytest.approx(thop_macs, rel=1e-2)
     assert count_macs_thop(net, inputs=inputs) == thop_macs
 

@@ -69,9 +69,9 @@ def test_networkx_graph_follows_data_flow() -> None:
     assert isinstance(g, nx.DiGraph) and nx.is_directed_acyclic_graph(g)
     assert {"under", "over", "output"} <= set(g.nodes)
     assert nx.has_path(g, "under", "output") and nx.has_path(g, "over", "output")
-    assert g.nodes["dasm.l3"]["op"] == "deform_5"
-    assert g.nodes["drm.head"]["op"] == "fixed.drm_head"
-    assert g.has_edge("drm.op3", "drm.head")
+    assert g.nodes["dasm.l3"]["op"] == "authors.deform_5"  # the authors' style, by default
+    assert g.nodes["drm.head"]["op"] == "fixed.authors.drm_head_aligned"
+    assert g.has_edge("drm.op3", "drm.post3") and g.has_edge("drm.post3", "drm.head")
 
 
 def test_unknown_op_in_file_names_file_slot_and_valid_ops(tmp_path: Path) -> None:

@@ -32,7 +32,10 @@ class OpSpec:
         dilation: dilation of the kernel (1 for plain, 2 for dilated ops).
         takes_offset_feat: ``forward(x, offset_feat)`` accepts a second tensor from which the
             op predicts its sampling offsets (deformable ops, used by the alignment module).
-        factory: the constructor.
+        factory: the constructor (``style: lean``).
+        authors_factory: the constructor of the op as the CRMEF authors' code builds it
+            (``style: authors``; :mod:`nas.ops.authors`); None where both styles share
+            ``factory``.
     """
 
     name: str
@@ -41,6 +44,7 @@ class OpSpec:
     dilation: int
     takes_offset_feat: bool
     factory: OpFactory
+    authors_factory: OpFactory | None = None
 
     @property
     def parameter_free(self) -> bool:
@@ -59,11 +63,15 @@ def register_op(
     kernel: int = 0,
     dilation: int = 1,
     takes_offset_feat: bool = False,
+    authors: OpFactory | None = None,
 ) -> OpSpec:
-    """Add ``name`` to the registry; re-registering a name is an error."""
+    """Add ``name`` to the registry; re-registering a name is an error.
+
+    ``authors`` is the constructor of the authors'-style variant (same signature).
+    """
     if name in _REGISTRY:
         raise ValueError(f"op {name!r} is already registered")
-    spec = OpSpec(name, family, kernel, dilation, takes_offset_feat, factory)
+    spec = OpSpec(name, family, kernel, dilation, takes_offset_feat, factory, authors)
     _REGISTRY[name] = spec
     return spec
 
@@ -81,10 +89,23 @@ def get_op_spec(name: str) -> OpSpec:
         raise KeyError(f"unknown op {name!r}; valid ops: {', '.join(list_ops())}") from None
 
 
-def create_op(name: str, C_in: int, C_out: int, stride: int = 1) -> nn.Module:
-    """Build op ``name`` mapping ``(B, C_in, H, W)`` to ``(B, C_out, H/stride, W/stride)``."""
+STYLES: tuple[str, ...] = ("lean", "authors")
+"""How the ops (and the fixed modules around them) are built; see :class:`nas.space.ArchConfig`."""
+
+
+def create_op(name: str, C_in: int, C_out: int, stride: int = 1, style: str = "lean") -> nn.Module:
+    """Build op ``name`` mapping ``(B, C_in, H, W)`` to ``(B, C_out, H/stride, W/stride)``.
+
+    ``style="authors"`` builds the variant of the CRMEF authors' released code where the op
+    has one (:mod:`nas.ops.authors`).
+    """
+    if style not in STYLES:
+        raise ValueError(f"op {name!r}: style must be one of {STYLES}, got {style!r}")
     if C_in <= 0 or C_out <= 0:
         raise ValueError(f"op {name!r}: channels must be positive, got C_in={C_in}, C_out={C_out}")
     if stride not in (1, 2):
         raise ValueError(f"op {name!r}: stride must be 1 or 2, got {stride}")
-    return get_op_spec(name).factory(C_in, C_out, stride)
+    spec = get_op_spec(name)
+    if style == "authors" and spec.authors_factory is not None:
+        return spec.authors_factory(C_in, C_out, stride)
+    return spec.factory(C_in, C_out, stride)

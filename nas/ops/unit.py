@@ -9,7 +9,7 @@ Units never nest (a unit holds plain ``torch.nn`` layers only).
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 
 class Unit(nn.Module):
@@ -32,3 +32,8 @@ class Unit(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.op_name}, C_in={self.C_in}, C_out={self.C_out}, stride={self.stride}"
+
+
+def call_slot(op: nn.Module, x: Tensor, offset_feat: Tensor | None = None) -> Tensor:
+    """Run a slot; deformable ops (and mixed ops over them) also receive the offset feature."""
+    return op(x, offset_feat) if getattr(op, "takes_offset_feat", False) else op(x)
