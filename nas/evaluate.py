@@ -63,6 +63,7 @@ import pandas as pd
 import torch
 import yaml
 
+from nas.latency.table import MissingLatencyEntry
 from nas.models import ModelRefError, ResolvedModel, resolve_model
 from nas.utils import atomic_write_text
 
@@ -933,7 +934,13 @@ def main(argv: list[str] | None = None) -> int:
                 from nas.mefb import main_folder
 
                 return main_folder(args, argv, log)
-        except (ModelRefError, ValueError, FileNotFoundError, RuntimeError) as e:
+        except (
+            ModelRefError,
+            ValueError,
+            FileNotFoundError,
+            RuntimeError,
+            MissingLatencyEntry,
+        ) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     try:
@@ -963,7 +970,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         out = Path(args.out) if args.out else default_out_dir(list(df["name"]))
         paths = write_eval(df, out, argv)
-    except (ModelRefError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ModelRefError, ValueError, FileNotFoundError, RuntimeError, MissingLatencyEntry) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(markdown_table(df))

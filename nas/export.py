@@ -69,7 +69,7 @@ from nas.genotype import Genotype, count_parameters, extract
 from nas.runs import RunDir, RunError
 from nas.space import SearchSpace
 from nas.supernet import Supernet
-from nas.utils import atomic_torch_save, atomic_write, atomic_write_text
+from nas.utils import atomic_torch_save, atomic_write, atomic_write_text, parse_size
 
 
 def load_search_run(path: str | Path) -> tuple[RunDir, Supernet, dict[str, Any]]:
@@ -131,12 +131,12 @@ def export_run(path: str | Path, max_skip: int | None = None) -> dict[str, Any]:
         {"genotype": genotype.to_dict(), "state_dict": derived.state_dict()},
         run.path / "derived_init.pt",
     )
-    size = int(cfg.get("latency_input") or cfg.get("crop") or 128)
+    size = parse_size(cfg.get("latency_input") or cfg.get("crop") or 128)
     report: dict[str, Any] = {
         "run": str(run.path),
         "genotype": genotype.to_dict(),
-        **size_report(derived, (size, size)),
-        **predicted_latency(genotype, (size, size), cfg),
+        **size_report(derived, size),
+        **predicted_latency(genotype, size, cfg),
     }
     atomic_write_text(run.path / "export.yaml", yaml.safe_dump(report, sort_keys=False))
     return report

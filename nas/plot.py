@@ -107,6 +107,59 @@ def draw_alpha_heatmap(
     return written
 
 
+def alpha_trajectories(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Long table (epoch, slot, op, weight) of softmax(alpha) over a search's epochs, from the
+    ``w:<slot>:<op>`` columns of its ``metrics.csv`` (one row per epoch)."""
+    cols = [c for c in metrics.columns if isinstance(c, str) and c.startswith("w:")]
+    if not cols:
+        raise PlotInputError("no 'w:<slot>:<op>' columns: not the metrics of a search run")
+    long = metrics[["epoch", *cols]].melt(id_vars="epoch", var_name="key", value_name="weight")
+    parts = long["key"].str.split(":", n=2, expand=True)
+    return pd.DataFrame(
+        {
+            "epoch": long["epoch"].astype(int) + 1,
+            "slot": parts[1],
+            "op": parts[2],
+            "weight": long["weight"].astype(float),
+        }
+    )
+
+
+def draw_alpha_trajectories(
+    frame: pd.DataFrame, path: str | Path, title: str = "", warmup_epochs: int = 0
+) -> Path:
+    """One panel per slot: each candidate's softmax weight against the epoch (the warm-up,
+    when alpha does not move, shaded). ``frame`` as :func:`alpha_trajectories` returns."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    slots = list(dict.fromkeys(frame["slot"]))
+    ncol = min(4, len(slots))
+    nrow = -(-len(slots) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow), squeeze=False)
+    for ax, slot in zip(axes.flat, slots):
+        sub = frame[frame["slot"] == slot]
+        for op, g in sub.groupby("op", sort=False):
+            ax.plot(g["epoch"], g["weight"], marker=".", linewidth=1.2, label=op)
+        if warmup_epochs:
+            ax.axvspan(0.5, warmup_epochs + 0.5, color="0.9", zorder=0)
+        ax.set_title(slot, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, ncol=2)
+    for ax in list(axes.flat)[len(slots) :]:
+        ax.axis("off")
+    fig.suptitle(title or "softmax(alpha) per slot over the search", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 # --- evaluation tables: latency / params vs quality -------------------------------------
 
 BASELINE_NAMES: frozenset[str] = frozenset({"mef-cl", "ffmef", "lcndr", "hyperp-mb"})

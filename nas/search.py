@@ -12,8 +12,25 @@ the supernet's expected latency under softmax(alpha), read from this device's la
 where ``L_ref`` is the validation loss at the end of the weight warm-up (``latency_scale:
 loss``, the default; ``none`` drops it). With ``L_ref`` eta reads as "a 100 % latency
 reduction is worth eta x the current loss", independent of the device *and* of the loss's
-scale. Defaults follow the paper where it speaks (weights: SGD, cosine decay from 3e-4;
-alpha: Adam 1e-4; 10 warm-up epochs of weights only; L_Int (L1) as train and val loss).
+scale. This is ``latency_penalty: normalised`` (the default).
+
+``latency_penalty: paper`` is the CRMEF paper's Eq. 5-6 as written:
+
+    objective = L_val + eta * sum_slots sum_o softmax(alpha)_o * LAT(o)     (LAT in ms)
+
+summed over every searched slot instance, in milliseconds of the table (batch and input size
+of the table; fixed parts and calibration left out). This is the form whose eta values the
+paper reports (0.5 "Ours", 1 "Ours*", with its GPU table at batch 16 and 128 x 128); the
+same eta is a different trade-off on another device or input size, and on a slow device
+any eta > 0 outweighs the loss (use ``normalised`` there).
+
+Latency is predicted at ``latency_input`` (``--latency-input H W``, e.g. the deployment size
+1024 768; default: the training crop). When this device's table lacks rows for it, they are
+profiled first (``auto_profile``, ``--no-auto-profile`` to refuse; see
+:mod:`nas.latency.auto`).
+
+Defaults follow the paper where it speaks (weights: SGD, cosine decay from 3e-4; alpha: Adam
+1e-4; 10 warm-up epochs of weights only; L_Int (L1) as train and val loss).
 
 Loss: ``loss: l1`` (the paper's L_Int, needs ground truth) or any :func:`nas.losses.build_loss`
 name; on real sequences without ground truth use ``loss: mef-ssim`` (the no-reference
@@ -39,6 +56,7 @@ import torch
 from nas.config import resolve, to_dict
 from nas.engine import Batch, Engine, NonFiniteLossError, validation_scores
 from nas.genotype import Genotype, derive
+from nas.latency.table import MissingLatencyEntry
 from nas.losses import build_loss, check_loss_data
 from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
@@ -59,8 +77,10 @@ class SearchConfig:
     latency_device: str | None = None
     latency_table: str | None = None
     allow_foreign_table: bool = False
-    latency_input: int | None = None
+    latency_input: list[int] | None = None
+    auto_profile: bool = True
     eta: float = 0.5
+    latency_penalty: str = "normalised"
     latency_scale: str = "loss"
     loss: str = "l1"
     epochs: int = 50
@@ -93,6 +113,23 @@ class SearchConfig:
             raise ValueError(f"latency_scale must be 'loss' or 'none', got {self.latency_scale!r}")
         if self.eta < 0:
             raise ValueError(f"eta must be >= 0, got {self.eta}")
+        from nas.latency.predict import PENALTY_FORMS
+
+        if self.latency_penalty not in PENALTY_FORMS:
+            raise ValueError(
+                f"latency_penalty must be one of {PENALTY_FORMS}, got {self.latency_penalty!r}"
+            )
+        if self.latency_input is not None:
+            size = (
+                [self.latency_input]
+                if isinstance(self.latency_input, int)
+                else list(self.latency_input)
+            )
+            if len(size) == 1:
+                size = size * 2
+            if len(size) != 2 or min(size) < 4:
+                raise ValueError(f"latency_input must be H W (>= 4), got {self.latency_input!r}")
+            self.latency_input = [int(v) for v in size]
         from nas.losses import list_losses
 
         if self.loss not in list_losses():
@@ -112,7 +149,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         w_lr=0.05,
         w_lr_min=0.005,
         a_lr=3e-2,
-        latency_input=64,  # the quick table's input size
+        latency_input=[64, 64],
     ),
     # minutes on 2 CPU cores: the eta-sweep benchmark
     "small": dict(
@@ -127,7 +164,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         w_lr=0.05,
         w_lr_min=0.005,
         a_lr=1e-2,
-        latency_input=64,
+        latency_input=[64, 64],
     ),
 }
 
@@ -174,7 +211,8 @@ class SearchTask:
     def _latency_term(self) -> torch.Tensor:
         if self.cfg.eta == 0 or self.penalty is None:
             return torch.zeros((), device=self.device)
-        scale = self.loss_ref if self.cfg.latency_scale == "loss" else 1.0
+        paper = self.cfg.latency_penalty == "paper"
+        scale = self.loss_ref if self.cfg.latency_scale == "loss" and not paper else 1.0
         r = self.penalty()
         self._last_penalty = float(r.detach())
         return self.cfg.eta * float(scale) * r
@@ -264,7 +302,7 @@ class SearchTask:
         row["loss_ref"] = self.loss_ref if self.loss_ref is not None else float("nan")
         if self.penalty is not None:
             with torch.no_grad():
-                row["latency_norm"] = float(self.penalty())
+                row["latency_penalty"] = float(self.penalty())
                 row["expected_ms"] = float(self.penalty.expected_ms())
         weights = {s: w.detach() for s, w in self.net.softmax_weights().items()}
         ent = [float(-(w * w.clamp_min(1e-12).log()).sum()) for w in weights.values()]
@@ -339,33 +377,40 @@ def build_space(cfg: SearchConfig) -> SearchSpace:
     return space.with_channels(cfg.channels) if cfg.channels else space
 
 
-def latency_size(cfg: SearchConfig) -> int:
-    """The input size (square) at which a search predicts latency."""
-    return cfg.latency_input or cfg.crop
+def latency_size(cfg: SearchConfig) -> tuple[int, int]:
+    """The input size (H, W) at which a search predicts latency: ``latency_input`` or the crop."""
+    if cfg.latency_input:
+        return int(cfg.latency_input[0]), int(cfg.latency_input[1])
+    return cfg.crop, cfg.crop
 
 
-def load_search_table(cfg: SearchConfig, device: str | torch.device | None = None) -> Any:
+def load_search_table(
+    cfg: SearchConfig, device: str | torch.device | None = None, space: SearchSpace | None = None
+) -> Any:
     """The latency table a search uses: ``latency_table`` if given, else the table of
-    ``latency_device`` (default: ``device``) with rows at :func:`latency_size`."""
-    from nas.latency import LatencyTable
+    ``latency_device`` (default: ``device``) at :func:`latency_size`; rows the space's supernet
+    needs are profiled first on the local device (unless ``auto_profile`` is off)."""
+    from nas.latency.auto import ensure_table
 
-    size = latency_size(cfg)
-    return LatencyTable.load(
+    return ensure_table(
+        [space or build_space(cfg)],
+        latency_size(cfg),
+        device,
         path=cfg.latency_table,
-        device=cfg.latency_device or (None if device is None else str(device)),
+        latency_device=cfg.latency_device,
         allow_foreign=cfg.allow_foreign_table,
-        input_size=None if cfg.latency_table else (size, size),
+        auto_profile=cfg.auto_profile,
     )
 
 
 def make_penalty(cfg: SearchConfig, supernet: Supernet, device: torch.device) -> Any:
-    """The normalised latency penalty of ``supernet`` from the latency-device's table."""
+    """The latency penalty (``cfg.latency_penalty`` form) of ``supernet`` from the table."""
     if cfg.eta == 0 and cfg.latency_table is None:
         return None
     from nas.latency import LatencyPenalty
 
-    size = latency_size(cfg)
-    return LatencyPenalty(supernet, load_search_table(cfg, device), (size, size))
+    table = load_search_table(cfg, device, supernet.space)
+    return LatencyPenalty(supernet, table, latency_size(cfg), form=cfg.latency_penalty)
 
 
 def run_search(cfg: SearchConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -423,7 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="YAML file of settings (keys = SearchConfig fields)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="named small configurations")
-    p.add_argument("--eta", type=float, help="latency trade-off (paper: 0.5 'Ours', 1 'Ours*')")
+    p.add_argument(
+        "--eta",
+        type=float,
+        help="latency trade-off; with --latency-penalty paper the paper's 0.5 ('Ours') and 1 "
+        "('Ours*')",
+    )
     p.add_argument("--space", help="search space YAML or shipped name (crmef, crmef-misaligned)")
     p.add_argument("--data", help="'synthetic' (bundled photos), a SICE root or an image folder")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto")
@@ -444,7 +494,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-input",
         dest="latency_input",
         type=int,
-        help="input size the latency is predicted at (default: --crop)",
+        nargs="+",
+        metavar="H [W]",
+        help="input size H W the latency is predicted at, e.g. the deployment size 1024 768 "
+        "(default: --crop)",
+    )
+    p.add_argument(
+        "--latency-penalty",
+        dest="latency_penalty",
+        choices=["normalised", "paper"],
+        help="'paper': eta x alpha-weighted slot latencies in ms (the paper's Eq. 5-6, whose "
+        "eta values 0.5/1 it reports); 'normalised' (default): eta x L_ref x E[LAT]/E_uniform"
+        "[LAT], the same trade-off on every device",
+    )
+    p.add_argument(
+        "--no-auto-profile",
+        dest="auto_profile",
+        action="store_false",
+        default=None,
+        help="fail instead of profiling latency-table rows this device's table lacks",
     )
     p.add_argument(
         "--loss", help="train and val objective: l1 (needs ground truth, default) or mef-ssim"
@@ -475,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, MissingLatencyEntry) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"search finished: {path}")

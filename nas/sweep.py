@@ -77,7 +77,9 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.config import ConfigError, from_mapping, to_dict
+from nas.latency.table import MissingLatencyEntry
 from nas.runs import RUNS_DIR, RunDir
+from nas.utils import parse_size, size_text
 
 SWEEPS_DIR = Path("results") / "sweeps"
 DEFAULT_ETAS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -231,10 +233,11 @@ class SweepConfig:
         channels = self.channels or (base.channels if not self.space else None)
         return space.with_channels(channels) if channels else space
 
-    def latency_input(self) -> int:
-        """Input size (square) the latency is measured / predicted at: the search's."""
-        cfg = self.search_config(eta=0.0)
-        return int(cfg.latency_input or cfg.crop)
+    def latency_input(self) -> tuple[int, int]:
+        """Input size (H, W) the latency is measured / predicted at: the search's."""
+        from nas.search import latency_size
+
+        return latency_size(self.search_config(eta=0.0))
 
 
 @dataclass
@@ -559,14 +562,14 @@ def duplicate_of(
 
 def time_net(
     net: torch.nn.Module,
-    size: int,
+    size: int | tuple[int, int],
     device: torch.device | str = "cpu",
     reps: int = 10,
     warmup: int = 2,
     threads: int | None = None,
 ) -> Any:
     """Latency statistics (:class:`~nas.latency.profiler.TimingStats`, ms) of
-    ``net(under, over)`` at batch 1, ``size`` x ``size``.
+    ``net(under, over)`` at batch 1, ``size`` (H, W; one number: square).
 
     The profiler's harness (:func:`nas.latency.profiler.time_fn`: CUDA synchronised,
     garbage collector paused), eval and inference mode, random inputs in [0, 1).
@@ -577,7 +580,8 @@ def time_net(
 
     dev = torch.device(device)
     g = torch.Generator().manual_seed(0)
-    x = [torch.rand(1, 3, size, size, generator=g).to(dev) for _ in range(2)]
+    H, W = parse_size(size)
+    x = [torch.rand(1, 3, H, W, generator=g).to(dev) for _ in range(2)]
     with pinned_threads(threads), torch.inference_mode():
         m = copy.deepcopy(net).to(dev).eval()
         samples = time_fn(lambda: m(*x), dev, reps, warmup=warmup)
@@ -586,7 +590,7 @@ def time_net(
 
 def measure_ms(
     net: torch.nn.Module,
-    size: int,
+    size: int | tuple[int, int],
     device: torch.device | str = "cpu",
     reps: int = 10,
     warmup: int = 2,
@@ -597,7 +601,9 @@ def measure_ms(
     return float(getattr(time_net(net, size, device, reps, warmup, threads), f"{statistic}_ms"))
 
 
-def _latency_attrs(sc: SweepConfig, net: torch.nn.Module, size: int, device: Any) -> dict:
+def _latency_attrs(
+    sc: SweepConfig, net: torch.nn.Module, size: tuple[int, int], device: Any
+) -> dict:
     stats = time_net(net, size, device, sc.latency_reps, sc.latency_warmup, sc.latency_threads)
     return {
         "measured_ms": float(getattr(stats, f"{sc.latency_statistic}_ms")),
@@ -667,7 +673,7 @@ def run_darts_trial(number: int, params: Mapping[str, float], ctx: TrialContext)
     resumes it from the last checkpoint.
     """
     from nas.genotype import Genotype, build
-    from nas.search import run_search
+    from nas.search import latency_size, run_search
     from nas.train import run_train
     from nas.utils import resolve_device
 
@@ -691,7 +697,7 @@ def run_darts_trial(number: int, params: Mapping[str, float], ctx: TrialContext)
     g = Genotype.from_yaml(run / "genotype.yaml")
     export = yaml.safe_load((run / "export.yaml").read_text()) or {}
     device = resolve_device(cfg.device)
-    size = int(cfg.latency_input or cfg.crop)
+    size = latency_size(cfg)
     attrs: dict[str, Any] = {
         "run_dir": str(run),
         "genotype": _genotype_str(g),
@@ -699,7 +705,7 @@ def run_darts_trial(number: int, params: Mapping[str, float], ctx: TrialContext)
         "predicted_ms": export.get("predicted_ms"),
         "latency_table": export.get("table"),
         "params": export.get("params"),
-        "latency_input": size,
+        "latency_input": size_text(size),
         "device": str(device),
         "host": socket.gethostname(),
         "supernet_psnr": float(RunDir(run, resume=True).read_metrics()[-1]["eval_psnr"]),
@@ -761,7 +767,7 @@ def run_nsga2_trial(number: int, choice: Mapping[str, str], ctx: TrialContext) -
         "run_dir": str(run),
         "genotype": _genotype_str(g),
         "genotype_yaml": g.to_yaml(),
-        "latency_input": size,
+        "latency_input": size_text(size),
         "device": str(device),
         "host": socket.gethostname(),
         "psnr_source": f"proxy training ({sc.proxy_epochs} epochs, crmef loss), best val",
@@ -770,7 +776,7 @@ def run_nsga2_trial(number: int, choice: Mapping[str, str], ctx: TrialContext) -
     attrs.update(_latency_attrs(sc, build(g), size, device))
     attrs["predicted_ms"] = None
     if ctx.table is not None:
-        attrs["predicted_ms"] = float(predict(g, (size, size), ctx.table))
+        attrs["predicted_ms"] = float(predict(g, size, ctx.table))
         attrs["latency_table"] = ctx.table.name
     attrs["latency_source"] = "table" if attrs["predicted_ms"] is not None else "measured"
     latency = attrs["predicted_ms"] if attrs["predicted_ms"] is not None else attrs["measured_ms"]
@@ -1104,18 +1110,18 @@ def remeasure(
     from nas.genotype import Genotype, build
     from nas.latency.profiler import ProfileSettings, measure_networks
 
-    groups: dict[int, list[str]] = {}
+    groups: dict[tuple[int, int], list[str]] = {}
     for df in frames.values():
         for y, size in zip(df["genotype_yaml"], df["latency_input"]):
-            if y and size and y not in groups.setdefault(int(size), []):
-                groups[int(size)].append(y)
-    timings: dict[tuple[int, str], float] = {}
+            if y and size and y not in groups.setdefault(parse_size(size), []):
+                groups[parse_size(size)].append(y)
+    timings: dict[tuple[tuple[int, int], str], float] = {}
     for size, texts in groups.items():
         nets = [build(Genotype.from_yaml_text(y)) for y in texts]
         settings = ProfileSettings(
             device=device,
             batch=1,
-            input_size=(size, size),
+            input_size=size,
             warmup=3,
             reps=reps,
             rounds=rounds,
@@ -1128,7 +1134,7 @@ def remeasure(
         d = df.copy()
         d["trial_measured_ms"] = d["measured_ms"]
         d["measured_ms"] = [
-            timings.get((int(s), y)) if y and s else None
+            timings.get((parse_size(s), y)) if y and s else None
             for y, s in zip(d["genotype_yaml"], d["latency_input"])
         ]
         out[name] = d
@@ -1597,7 +1603,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"failed trial(s): {failed} (re-run the command to retry)", file=sys.stderr)
         if args.report:
             write_report(study, args.out_dir, args.compare, args.storage or "")
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, ValueError, FileNotFoundError, MissingLatencyEntry) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:

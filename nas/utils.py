@@ -93,3 +93,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def parse_size(value: Any) -> tuple[int, int]:
+    """An input size as (H, W) from ``128``, ``[128]``, ``[768, 1024]`` or ``"768x1024"``."""
+    if isinstance(value, str):
+        parts: list[Any] = value.lower().replace(" ", "").split("x")
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value]
+    try:
+        nums = [int(p) for p in parts]
+    except (TypeError, ValueError):
+        raise ValueError(f"not an input size (H W, HxW or one number): {value!r}") from None
+    if len(nums) == 1:
+        nums = nums * 2
+    if len(nums) != 2 or min(nums) < 1:
+        raise ValueError(f"not an input size (H W, HxW or one number): {value!r}")
+    return nums[0], nums[1]
+
+
+def size_text(size: tuple[int, int]) -> str:
+    """``(768, 1024)`` -> ``"768x1024"`` (H x W), the form CSV columns and names use."""
+    return f"{int(size[0])}x{int(size[1])}"

@@ -461,3 +461,17 @@ def test_validate_with_foreign_table_flag(tmp_path, table, capsys):
     assert "cpu-some-other-cpu-t8" in capsys.readouterr().err
     assert main(args + ["--allow-foreign-table"]) == 0
     assert list((tmp_path / "res").glob("validate-foreign-tiny-C8.csv"))
+
+
+@pytest.mark.parametrize("space", ["crmef", "crmef-misaligned"])
+def test_trace_runs_on_meta_and_equals_a_real_trace(space):
+    """Without explicit inputs the trace runs on a meta copy (no arithmetic); the calls are
+    those of a real forward pass and name the network's own unit modules."""
+    net = Supernet(load_space(space).with_channels(8))
+    fast = trace_units(net, (40, 56))
+    gen = torch.Generator().manual_seed(0)
+    real = trace_units(net, inputs=[torch.rand(1, 3, 40, 56, generator=gen) for _ in range(2)])
+    assert [(c.path, c.key, c.slot) for c in fast] == [(c.path, c.key, c.slot) for c in real]
+    modules = dict(net.named_modules())
+    assert all(c.module is modules[c.path] for c in fast)
+    assert next(net.parameters()).device.type == "cpu"

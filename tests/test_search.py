@@ -172,11 +172,94 @@ def test_missing_table_names_the_profile_command(tmp_path: Path, capsys, monkeyp
     import nas.latency.table
 
     monkeypatch.setattr(nas.latency.table, "default_table_dir", lambda: tmp_path / "empty")
-    rc = search.main(
-        ["--preset", "tiny", "--epochs", "1", "--runs-dir", str(tmp_path), "--no-progress"]
-    )
+    args = ["--preset", "tiny", "--epochs", "1", "--runs-dir", str(tmp_path), "--no-progress"]
+    rc = search.main([*args, "--no-auto-profile"])
     assert rc == 2
-    assert "python -m nas.profile" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "python -m nas.profile" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "empty").exists()  # nothing profiled
+
+
+def test_local_table_fills_itself(tmp_path: Path, capsys, monkeypatch) -> None:
+    """No table for this device at the latency size: the search profiles the rows it needs
+    (and only those), then runs; a second search finds them."""
+    import nas.latency.auto
+    import nas.latency.table
+
+    tables = tmp_path / "tables"
+    monkeypatch.setattr(nas.latency.table, "default_table_dir", lambda: tables)
+    monkeypatch.setattr(nas.latency.auto, "AUTO_REPS", 3)
+    monkeypatch.setattr(nas.latency.auto, "AUTO_WARMUP", 1)
+    args = ["--preset", "tiny", "--epochs", "1", "--warmup-epochs", "0", "--eta", "5"]
+    args += ["--latency-input", "24", "40", "--runs-dir", str(tmp_path), "--no-progress"]
+    assert search.main([*args, "--run-name", "a"]) == 0
+    out = capsys.readouterr().out
+    assert "profiling ['tiny'] at batch 1" in out and "profiled" in out
+    (csv,) = tables.glob("*-b1-24x40.csv")
+    table = LatencyTable.read(csv)
+    net = Supernet("tiny")
+    need = {c.key for c in trace_units(net, (24, 40), batch=1)}
+    assert {e.key.unit_key for e in table} == need
+    assert search.main([*args, "--run-name", "b"]) == 0
+    assert "profiling" not in capsys.readouterr().out
+    report = yaml.safe_load((tmp_path / "b" / "export.yaml").read_text())
+    assert report["predicted_ms"] > 0 and report["table"] == csv.stem
+
+
+def test_foreign_table_is_never_completed(tmp_path: Path, capsys) -> None:
+    """Another device's table lacks the rows: a one-line error with the profile command, and
+    the table file is left as it was (latencies do not transfer between devices)."""
+    foreign = tmp_path / "foreign.csv"
+    net = Supernet("tiny")
+    rows = {tuple(c.key): 1.0 for c in trace_units(net, (CROP, CROP), batch=1)[:3]}
+    t = LatencyTable.from_rows(rows, batch=1)
+    t.meta.update(device_fingerprint="cuda-some-other-gpu-fp32-torch2.13", device_type="cuda")
+    t.save(foreign)
+    before = foreign.read_bytes()
+    args = ["--preset", "tiny", "--epochs", "1", "--latency-table", str(foreign)]
+    rc = search.main([*args, "--runs-dir", str(tmp_path), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "cuda-some-other-gpu" in err and "nas.profile" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    rc = search.main([*args, "--allow-foreign-table", "--runs-dir", str(tmp_path), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "has no entry for op" in err and "nas.profile --device cuda" in err
+    assert len(err.strip().splitlines()) == 1
+    assert foreign.read_bytes() == before
+
+
+def test_paper_penalty_is_eq5_in_ms(table_path: Path) -> None:
+    """``paper``: the alpha-weighted slot latencies (ms, no fixed parts); ``normalised``:
+    E[LAT] / E_uniform[LAT]."""
+    from nas.latency import LatencyPenalty
+    from nas.latency.predict import slot_latency
+
+    net = Supernet("tiny")
+    table = LatencyTable.read(table_path)
+    paper = LatencyPenalty(net, table, (CROP, CROP), form="paper")
+    norm = LatencyPenalty(net, table, (CROP, CROP), form="normalised")
+    const = slot_latency(net, table, (CROP, CROP), calibrated=False)
+    w = net.softmax_weights()
+    by_hand = sum(float((w[s].detach() * const.slots[s].float()).sum()) for s in net.space.slots)
+    assert float(paper()) == pytest.approx(by_hand, rel=1e-5)
+    assert float(norm()) == pytest.approx((by_hand + const.fixed_ms) / norm.reference_ms, rel=1e-5)
+    paper().backward()
+    assert all(net.alpha(s).grad is not None for s in net.space.slots)
+    with pytest.raises(ValueError, match="form"):
+        LatencyPenalty(net, table, (CROP, CROP), form="seconds")
+
+
+def test_latency_input_takes_h_w() -> None:
+    assert search.latency_size(search.SearchConfig(latency_input=[768, 1024])) == (768, 1024)
+    assert search.latency_size(search.SearchConfig(latency_input=64)) == (64, 64)
+    assert search.latency_size(search.SearchConfig(crop=48)) == (48, 48)
+    with pytest.raises(ValueError, match="latency_input"):
+        search.SearchConfig(latency_input=[1, 2, 3])
+    with pytest.raises(ValueError, match="latency_penalty"):
+        search.SearchConfig(latency_penalty="seconds")
 
 
 def test_bad_config_key_lists_valid_keys(tmp_path: Path, capsys) -> None:

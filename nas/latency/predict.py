@@ -180,7 +180,8 @@ def slot_latency(
         if c.slot is None:
             fixed += ms
         else:
-            sums[c.slot][index[c.slot][c.op_name]] += ms
+            # the candidate's name is its key in the MixedOp (table names carry a style prefix)
+            sums[c.slot][index[c.slot][c.path.rsplit(".", 1)[-1]]] += ms
     cal = calibration_for(table, supernet.arch, input_size) if calibrated else None
     result = SlotLatency(fixed, sums, cal)
     per_net[key] = (weakref.ref(table), table.revision, result)
@@ -207,12 +208,24 @@ def expected_latency(
     return const.total(weights if weights is not None else supernet.softmax_weights())
 
 
-class LatencyPenalty:
-    """Normalised latency penalty: ``expected_latency(alpha) / expected_latency(uniform)``.
+PENALTY_FORMS: tuple[str, ...] = ("normalised", "paper")
+"""``normalised``: E[LAT] / E_uniform[LAT] (device-independent eta); ``paper``: Eq. 5 of the
+CRMEF paper, the alpha-weighted table latencies of the searched slots in milliseconds."""
 
+
+class LatencyPenalty:
+    """The latency term R(alpha) of the search objective, in one of two forms.
+
+    ``form="normalised"`` (default): ``expected_latency(alpha) / expected_latency(uniform)``.
     1.0 is the latency of the supernet at uniform alpha (its state at initialisation, where
     alpha ~ 1e-3 N(0, 1)), so ``eta * penalty`` is the same trade-off on every device; the
     value ranges over ``[min_ms / uniform_ms, max_ms / uniform_ms]``.
+
+    ``form="paper"``: the CRMEF paper's Eq. 5 as written, ``sum_slots sum_o softmax(alpha)_o *
+    LAT(o)`` over every searched slot instance, in **milliseconds** of the table (its batch,
+    its input size), without the fixed parts and without calibration. Its eta depends on the
+    device and the input size: the paper's 0.5 / 1 were tuned for its GPU table (batch 16,
+    128 x 128), where the slot latencies sum to a few ms.
 
     Usage::
 
@@ -231,11 +244,15 @@ class LatencyPenalty:
         table: LatencyTable,
         input_size: tuple[int, int],
         calibrated: bool = True,
+        form: str = "normalised",
     ) -> None:
+        if form not in PENALTY_FORMS:
+            raise ValueError(f"latency penalty form must be one of {PENALTY_FORMS}, got {form!r}")
         self.supernet = supernet
         self.table = table
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.calibrated = calibrated
+        self.form = form
+        self.calibrated = calibrated and form == "normalised"
         self.reference_ms = self._const().uniform_ms()
         if not self.reference_ms > 0:
             raise ValueError(f"uniform-alpha latency must be positive, got {self.reference_ms}")
@@ -249,14 +266,23 @@ class LatencyPenalty:
         w = weights if weights is not None else self.supernet.softmax_weights()
         return self._const().total(w)
 
+    def slot_ms(self, weights: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Eq. 5: the alpha-weighted table latencies of the searched slots (ms), differentiable."""
+        w = weights if weights is not None else self.supernet.softmax_weights()
+        const = self._const()
+        return const.total(w) - const.fixed_ms
+
     def __call__(self, weights: Mapping[str, Tensor] | None = None) -> Tensor:
-        """The normalised penalty (0-d tensor); also sets :attr:`last_ms`."""
+        """The penalty (0-d tensor) in this form; also sets :attr:`last_ms`."""
         ms = self.expected_ms(weights)
         self.last_ms = float(ms.detach())
+        if self.form == "paper":
+            return self.slot_ms(weights)
         return ms / self.reference_ms
 
     def __repr__(self) -> str:
         return (
-            f"LatencyPenalty(table={self.table.name!r}, input_size={self.input_size}, "
+            f"LatencyPenalty(form={self.form!r}, table={self.table.name!r}, "
+            f"input_size={self.input_size}, "
             f"reference_ms={self.reference_ms:.3f})"
         )
