@@ -385,3 +385,59 @@ def test_cuda_matches_cpu() -> None:
     expected = deform_conv2d(**args)
     cuda_args = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in args.items()}
     torch.testing.assert_close(deform_conv2d(**cuda_args).cpu(), expected)
+
+
+# --- backend dispatch: torchvision's kernel on CUDA when present --------------------------
+
+
+def test_backend_setting_and_auto_on_cpu() -> None:
+    from nas.ops.deform_conv import deform_backend, deform_backend_for
+
+    assert deform_backend_for("cpu") == "torch"  # auto: the pure path for CPU tensors
+    with deform_backend("torch"):
+        assert deform_backend_for("cpu") == "torch"
+    with pytest.raises(ValueError, match="deform backend"):
+        with deform_backend("cudnn"):
+            pass
+
+
+def test_forcing_a_missing_torchvision_is_a_clear_error() -> None:
+    from nas.ops.deform_conv import _torchvision_ops, deform_backend
+
+    if _torchvision_ops() is not None:
+        pytest.skip("torchvision imports here")
+    x = torch.rand(1, 2, 5, 5)
+    with deform_backend("torchvision"), pytest.raises(RuntimeError, match="torchvision"):
+        deform_conv2d(x, torch.zeros(1, 18, 5, 5), torch.rand(3, 2, 3, 3), padding=1)
+
+
+def test_torchvision_and_pure_paths_agree() -> None:
+    """Forced onto torchvision's kernel (on CPU here; on CUDA it is the default there), the
+    result and the gradients equal the pure path's."""
+    from nas.ops.deform_conv import _torchvision_ops, deform_backend
+
+    if _torchvision_ops() is None:
+        pytest.skip("torchvision does not import beside this torch build")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 4, 9, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    off = (3 * torch.randn(2, 18, 9, 11, generator=g, dtype=torch.float64)).requires_grad_()
+    mask = torch.rand(2, 9, 9, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 4, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, generator=g, dtype=torch.float64)
+    outs = {}
+    for name in ("torch", "torchvision"):
+        with deform_backend(name):
+            y = deform_conv2d(x, off, w, b, padding=1, mask=mask)
+        grads = torch.autograd.grad(y.square().sum(), (x, off, mask, w))
+        outs[name] = (y.detach(), grads)
+    torch.testing.assert_close(outs["torch"][0], outs["torchvision"][0])
+    for a, c in zip(outs["torch"][1], outs["torchvision"][1]):
+        torch.testing.assert_close(a, c)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+def test_auto_uses_torchvision_on_cuda_when_present() -> None:
+    from nas.ops.deform_conv import _torchvision_ops, deform_backend_for
+
+    want = "torchvision" if _torchvision_ops() is not None else "torch"
+    assert deform_backend_for("cuda") == want

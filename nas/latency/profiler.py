@@ -50,6 +50,7 @@ from nas.latency.table import (
     format_shapes,
 )
 from nas.latency.trace import UnitCall, UnitKey, trace_units
+from nas.ops.deform_conv import deform_backend_for
 from nas.space import SearchSpace, load_space
 from nas.supernet import Supernet
 
@@ -186,6 +187,8 @@ class ProfileSettings:
         d["threads"] = self.resolved_threads
         d.pop("dtype")
         info.update(d)
+        # which deformable kernel the timed units ran (torchvision's on CUDA when present)
+        info["deform_backend"] = deform_backend_for(self.torch_device)
         info["timer"] = (
             "cuda.synchronize + perf_counter per call"
             if self.torch_device.type == "cuda"

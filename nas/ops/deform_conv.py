@@ -1,9 +1,11 @@
-"""Deformable convolution (DCNv1 / DCNv2) in pure PyTorch.
+"""Deformable convolution (DCNv1 / DCNv2) in pure PyTorch, or torchvision's kernel on CUDA.
 
 :func:`deform_conv2d` is a drop-in replacement for ``torchvision.ops.deform_conv2d``: same
 signature, argument semantics, offset / mask layout and boundary handling, but built only
 from ordinary differentiable torch ops, so it runs wherever torch runs (CPU, CUDA, ...),
 needs no compiled extension, and autograd provides gradients w.r.t. every tensor argument.
+Where torchvision imports, CUDA tensors go to its compiled kernel instead (see
+:data:`BACKENDS`; the two agree to float precision).
 
 Layout (identical to torchvision)
 ---------------------------------
@@ -70,13 +72,71 @@ gradients); ``embedding_bag``'s backward (a sort plus a segmented reduction) dom
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["deform_conv2d"]
+__all__ = ["BACKENDS", "deform_backend", "deform_backend_for", "deform_conv2d"]
+
+BACKENDS: tuple[str, ...] = ("auto", "torch", "torchvision")
+"""Which kernel :func:`deform_conv2d` runs. ``auto`` (default): torchvision's compiled kernel
+for CUDA tensors when torchvision imports, this module's pure-PyTorch path otherwise;
+``torch``: always the pure path; ``torchvision``: always torchvision's (an error when it does
+not import). Set with the ``NAS_DEFORM_BACKEND`` environment variable or
+:func:`deform_backend`. Exporting (torch.export / ONNX tracing) always uses the pure path."""
+_backend = os.environ.get("NAS_DEFORM_BACKEND", "auto")
+_TV_OPS: list[Any] = []  # [module or None], filled on first use
+
+
+def _torchvision_ops() -> Any:
+    """``torchvision.ops`` if torchvision imports beside this torch build, else None."""
+    if not _TV_OPS:
+        try:
+            import torchvision.ops as tv_ops
+        except Exception:  # noqa: BLE001 - ImportError, or a build that does not match torch
+            tv_ops = None
+        _TV_OPS.append(tv_ops)
+    return _TV_OPS[0]
+
+
+def _check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"deform backend must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def deform_backend(name: str) -> Iterator[None]:
+    """Run :func:`deform_conv2d` with backend ``name`` inside the ``with`` block."""
+    global _backend
+    old, _backend = _backend, _check_backend(name)
+    try:
+        yield
+    finally:
+        _backend = old
+
+
+def deform_backend_for(device: torch.device | str) -> str:
+    """The kernel :func:`deform_conv2d` runs for tensors on ``device``: ``"torchvision"`` or
+    ``"torch"`` (recorded in latency-table sidecars, since the two differ in speed)."""
+    name = _check_backend(_backend)
+    if name == "torchvision":
+        if _torchvision_ops() is None:
+            raise RuntimeError(
+                "deform backend 'torchvision' requested (NAS_DEFORM_BACKEND or "
+                "deform_backend()) but torchvision does not import beside this torch build"
+            )
+        return "torchvision"
+    if name == "auto" and torch.device(device).type == "cuda" and _torchvision_ops() is not None:
+        return "torchvision"
+    return "torch"
+
 
 # CPU, no autograd: sampling-table entries (positions * og * K) per table sub-block (torch
 # runs elementwise ops of fewer elements than its parallel grain size, 32768, on one thread)
@@ -130,6 +190,11 @@ def deform_conv2d(
         return deform_conv2d_grid_sample(
             input, offset, weight, bias, stride, padding, dilation, mask
         )
+    if deform_backend_for(input.device) == "torchvision":
+        return _torchvision_ops().deform_conv2d(
+            input, offset, weight, bias, _pair(stride, "stride"), _pair(padding, "padding"),
+            _pair(dilation, "dilation"), mask,
+        )  # fmt: skip
     sh, sw = _pair(stride, "stride")
     ph, pw = _pair(padding, "padding")
     dh, dw = _pair(dilation, "dilation")
