@@ -45,7 +45,7 @@ from nas.config import load_yaml_config  # noqa: E402
 from nas.genotype import Genotype, build, count_parameters  # noqa: E402
 from nas.latency import LatencyTable, predict  # noqa: E402
 from nas.latency.profiler import ProfileSettings, measure_networks, profile_spaces  # noqa: E402
-from nas.plot import alpha_trajectories, draw_alpha_trajectories  # noqa: E402
+from nas.plot import _save_figure, alpha_trajectories, draw_alpha_trajectories  # noqa: E402
 from nas.search import SearchConfig, build_space  # noqa: E402
 from nas.sweep import markdown_table  # noqa: E402
 from nas.utils import atomic_write_text, size_text  # noqa: E402
@@ -116,21 +116,23 @@ def profile_table(cfg: SearchConfig, threads: int, reps: int) -> tuple[LatencyTa
     return report.table, time.perf_counter() - t0
 
 
-@torch.no_grad()
-def val_mef_ssim(net: torch.nn.Module, cfg: SearchConfig, crop: int, images: int) -> float:
-    """Mean MEF-SSIM of ``net`` on centre crops of the validation scenes."""
+def val_pairs(cfg: SearchConfig, crop: int, images: int) -> list[tuple[torch.Tensor, ...]]:
+    """(under, over) centre crops of the validation scenes, each (1, 3, crop, crop)."""
     from nas.data import build_dataset
-    from nas.metrics import mef_ssim
 
-    net = net.eval()
     val = build_dataset(
         cfg.data, "val", crop, False, cfg.seed, length=images, max_side=cfg.max_side, cache=True
     )
-    scores = []
-    for i in range(min(images, len(val))):
-        b = val[i]
-        u, o = b["under"][None], b["over"][None]
-        scores.append(float(mef_ssim(net(u, o).clamp(0, 1), [u, o])))
+    return [(val[i]["under"][None], val[i]["over"][None]) for i in range(min(images, len(val)))]
+
+
+@torch.no_grad()
+def val_mef_ssim(net: torch.nn.Module, pairs: list[tuple[torch.Tensor, ...]]) -> float:
+    """Mean MEF-SSIM of ``net`` on the validation pairs."""
+    from nas.metrics import mef_ssim
+
+    net = net.eval()
+    scores = [float(mef_ssim(net(u, o).clamp(0, 1), [u, o])) for u, o in pairs]
     return sum(scores) / len(scores)
 
 
@@ -241,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for name, g in span.items()
     ]
+    pairs = val_pairs(cfg, args.eval_crop, args.eval_images)
     rows = []
     for eta, st in zip(args.etas, (timed[genos[e]] for e in args.etas)):
         g = genos[eta]
@@ -251,9 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 "params": count_parameters(nets[eta]),
                 "predicted_ms": round(predict(g, size, table, calibrated=False), 1),
                 "measured_ms": round(st.median_ms, 1),
-                "val_mef_ssim_inherited": round(
-                    val_mef_ssim(nets[eta], cfg, args.eval_crop, args.eval_images), 4
-                ),
+                "val_mef_ssim_inherited": round(val_mef_ssim(nets[eta], pairs), 4),
                 "search_s_per_epoch": round(stats[eta]["s_per_epoch"], 1),
                 "search_peak_rss_mb": round(stats[eta]["maxrss_mb"]),
             }
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         best = resolve_model(runs / name).model  # the best validation epoch
         retrained[eta] = (
-            round(val_mef_ssim(best, cfg, args.eval_crop, args.eval_images), 4),
+            round(val_mef_ssim(best, pairs), 4),
             round(st["seconds"]),
         )
     table_df["val_mef_ssim_retrained"] = [retrained.get(e, (None,))[0] for e in args.etas]
@@ -359,7 +360,7 @@ def _plot(df: pd.DataFrame, path: Path, cfg: SearchConfig) -> None:
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save_figure(fig, path, ("png",))
     plt.close(fig)
 
 

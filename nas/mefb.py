@@ -713,7 +713,7 @@ def draw_speed_quality(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from nas.plot import GROUP_STYLE, _save_figure, mark_pareto_front
+    from nas.plot import GROUP_STYLE, _save_figure, finish_axes, mark_pareto_front
 
     fig = Figure(figsize=(6.4, 4.6))
     FigureCanvasAgg(fig)
@@ -751,13 +751,7 @@ def draw_speed_quality(
         ax.margins(x=0.15)  # room for the labels and the tick strip on the right
     ax.set_xlabel("inference time per megapixel (ms/MP, log), lower is better")
     ax.set_ylabel("MEF-SSIM (MEFB), higher is better")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    if title:
-        ax.set_title(title, fontsize=9)
-    if caption:
-        fig.text(0.01, 0.005, caption, fontsize=6, color="dimgray", ha="left", va="bottom")
-    fig.tight_layout(rect=(0, 0.03 if caption else 0, 1, 1))
+    finish_axes(fig, ax, title, caption)
     return _save_figure(fig, path, ("png",))[0]
 
 

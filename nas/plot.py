@@ -153,11 +153,10 @@ def draw_alpha_trajectories(
         ax.axis("off")
     fig.suptitle(title or "softmax(alpha) per slot over the search", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    written = _save_figure(fig, path, ("png",))[0]
     plt.close(fig)
-    return path
+    return written
 
 
 # --- evaluation tables: latency / params vs quality -------------------------------------
@@ -359,6 +358,17 @@ def mark_pareto_front(ax: Any, data: pd.DataFrame, x: str, y: str) -> None:
         ax.step(front[x], front[y], where="post", color="black", ls="--", lw=0.8)
 
 
+def finish_axes(fig: Any, ax: Any, title: str = "", caption: str = "") -> None:
+    """Grid, legend, title and a small grey caption line under a trade-off plot."""
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(title, fontsize=9)
+    if caption:
+        fig.text(0.01, 0.005, caption, fontsize=6, color="dimgray", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.03 if caption else 0, 1, 1))
+
+
 def _save_figure(fig: Any, path: str | Path, formats: Sequence[str]) -> list[Path]:
     from nas.utils import atomic_write
 
@@ -435,13 +445,7 @@ def draw_tradeoff(
         ax.set_xscale("log")
     ax.set_xlabel(_LABELS.get(x, x) + ", lower is better")
     ax.set_ylabel(_LABELS.get(q, q) + ", higher is better")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    if title:
-        ax.set_title(title, fontsize=9)
-    if caption:
-        fig.text(0.01, 0.005, caption, fontsize=6, color="dimgray", ha="left", va="bottom")
-    fig.tight_layout(rect=(0, 0.03 if caption else 0, 1, 1))
+    finish_axes(fig, ax, title, caption)
     try:
         return _save_figure(fig, path, formats)
     finally:

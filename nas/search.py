@@ -63,7 +63,7 @@ from nas.plot import alpha_frame, draw_alpha_heatmap
 from nas.runs import RUNS_DIR, RunDir, add_photo_args, resume_config
 from nas.space import SearchSpace, load_space
 from nas.supernet import Supernet
-from nas.utils import resolve_device, seed_everything
+from nas.utils import parse_size, resolve_device, seed_everything
 
 
 @dataclass
@@ -120,16 +120,13 @@ class SearchConfig:
                 f"latency_penalty must be one of {PENALTY_FORMS}, got {self.latency_penalty!r}"
             )
         if self.latency_input is not None:
-            size = (
-                [self.latency_input]
-                if isinstance(self.latency_input, int)
-                else list(self.latency_input)
-            )
-            if len(size) == 1:
-                size = size * 2
-            if len(size) != 2 or min(size) < 4:
+            try:
+                size = parse_size(self.latency_input)
+            except ValueError:
+                size = (0, 0)
+            if min(size) < 4:
                 raise ValueError(f"latency_input must be H W (>= 4), got {self.latency_input!r}")
-            self.latency_input = [int(v) for v in size]
+            self.latency_input = list(size)
         from nas.losses import list_losses
 
         if self.loss not in list_losses():

@@ -277,7 +277,7 @@ class LatencyPenalty:
         ms = self.expected_ms(weights)
         self.last_ms = float(ms.detach())
         if self.form == "paper":
-            return self.slot_ms(weights)
+            return ms - self._const().fixed_ms  # uncalibrated in this form: the slot sum
         return ms / self.reference_ms
 
     def __repr__(self) -> str:
