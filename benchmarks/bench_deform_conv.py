@@ -1,12 +1,15 @@
-"""Benchmark :func:`nas.ops.deform_conv.deform_conv2d` against ``F.conv2d`` of the same shape.
+"""Benchmark :func:`nas.ops.deform_conv.deform_conv2d` against torchvision and ``F.conv2d``.
 
 Shape: input (B, 64, 128, 128), weight (64, 64, 3, 3), padding 1, one offset group, random
-small offsets, mask given. Both ops are timed in the same run (interleaved, so background
-load hits both alike); the table reports median milliseconds and the ratio.
+small offsets, mask given. Timed in the same run, interleaved (so background load hits all
+alike): the pure-PyTorch path, the dispatched call (torchvision's kernel on CUDA when it
+imports, :mod:`nas.ops.deform_conv`), torchvision's kernel called directly (when it imports)
+and conv2d of the same shape. The table reports median milliseconds and the ratios; on CUDA
+``disp/torc`` is the dispatch's overhead over the kernel it calls (target <= 1.2x).
 
 Usage::
 
-    python benchmarks/bench_deform_conv.py [--device cpu] [--threads 2] [--reps N]
+    python benchmarks/bench_deform_conv.py [--device cpu] [--threads 2] [--reps N] [--batches 1,4]
 
 The printed text is also written (atomically) to ``results/bench_deform_conv.txt``.
 
@@ -23,7 +26,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from nas.ops.deform_conv import deform_conv2d  # noqa: E402
+from nas.ops.deform_conv import (  # noqa: E402
+    deform_backend,
+    deform_backend_for,
+    deform_conv2d,
+)
+from nas.utils import atomic_write_text  # noqa: E402
 
 C, H, W, KS = 64, 128, 128, 3
 
@@ -56,7 +63,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_pair(
+def time_interleaved(
     fns: dict[str, Callable[[], object]], device: torch.device, reps: int, warmup: int
 ) -> dict[str, list[float]]:
     """Wall times (ms) of each fn; the fns are interleaved rep by rep."""
@@ -87,52 +94,55 @@ def make_inputs(B: int, device: torch.device, requires_grad: bool = False) -> di
     return t
 
 
-def bench_forward(B: int, device: torch.device, reps: int) -> dict[str, list[float]]:
-    t = make_inputs(B, device)
-
-    def dcn() -> object:
-        return deform_conv2d(
-            t["input"], t["offset"], t["weight"], t["bias"], padding=1, mask=t["mask"]
-        )
-
-    def conv() -> object:
-        return F.conv2d(t["input"], t["weight"], t["bias"], padding=1)
-
-    with torch.inference_mode():
-        return time_pair({"deform": dcn, "conv2d": conv}, device, reps, warmup=2)
-
-
-def bench_backward(B: int, device: torch.device, reps: int) -> dict[str, list[float]]:
-    t = make_inputs(B, device, requires_grad=True)
-
-    def dcn() -> object:
-        out = deform_conv2d(
-            t["input"], t["offset"], t["weight"], t["bias"], padding=1, mask=t["mask"]
-        )
-        out.sum().backward()
-        return None
-
-    def conv() -> object:
-        # offset/mask get no gradient here: conv2d has none
-        out = F.conv2d(t["input"], t["weight"], t["bias"], padding=1)
-        out.sum().backward()
-        return None
-
-    return time_pair({"deform": dcn, "conv2d": conv}, device, reps, warmup=1)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+def _torchvision_deform() -> Callable[..., torch.Tensor] | None:
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        from torchvision.ops import deform_conv2d as tv
+    except Exception:  # torchvision absent or not importable beside this torch
+        return None
+    return tv
+
+
+def candidates(t: dict, backward: bool) -> dict[str, Callable[[], object]]:
+    """The calls compared: the pure path, the dispatched call (what the toolkit runs on this
+    device), torchvision's kernel when it imports, and conv2d of the same shape."""
+
+    def run(fn: Callable[[], torch.Tensor]) -> Callable[[], object]:
+        if not backward:
+            return fn
+
+        def step() -> object:
+            fn().sum().backward()
+            return None
+
+        return step
+
+    def ours(backend: str) -> Callable[[], torch.Tensor]:
+        def call() -> torch.Tensor:
+            with deform_backend(backend):
+                return deform_conv2d(
+                    t["input"], t["offset"], t["weight"], t["bias"], padding=1, mask=t["mask"]
+                )
+
+        return call
+
+    fns = {"pure": run(ours("torch")), "dispatch": run(ours("auto"))}
+    tv = _torchvision_deform()
+    if tv is not None:
+        fns["torchvision"] = run(
+            lambda: tv(t["input"], t["offset"], t["weight"], t["bias"], padding=1, mask=t["mask"])
+        )
+    # conv2d side: grads for input/weight/bias only (offset and mask have none)
+    fns["conv2d"] = run(lambda: F.conv2d(t["input"], t["weight"], t["bias"], padding=1))
+    return fns
+
+
+def bench(B: int, device: torch.device, reps: int, backward: bool) -> dict[str, list[float]]:
+    t = make_inputs(B, device, requires_grad=backward)
+    fns = candidates(t, backward)
+    if backward:
+        return time_interleaved(fns, device, reps, warmup=1)
+    with torch.inference_mode():
+        return time_interleaved(fns, device, reps, warmup=2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,17 +163,22 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     bwd_reps = args.bwd_reps or max(3, args.reps // 3)
 
+    has_tv = _torchvision_deform() is not None
+    cols = ["pure", "dispatch", *(["torchvision"] if has_tv else []), "conv2d"]
+    ref = "torchvision" if has_tv else "conv2d"
+
     def row(B: int, name: str, r: dict[str, list[float]]) -> str:
-        d, c = statistics.median(r["deform"]), statistics.median(r["conv2d"])
-        dm, cm = min(r["deform"]), min(r["conv2d"])
-        return (
-            f"{B:>3} {name:<8} {d:>10.2f} {c:>10.2f} {d / c:>7.2f}x"
-            f" {dm:>9.2f} {cm:>9.2f} {dm / cm:>7.2f}x"
-        )
+        med = {k: statistics.median(v) for k, v in r.items()}
+        ratios = f"{med['dispatch'] / med[ref]:>9.2f}x {med['pure'] / med[ref]:>9.2f}x"
+        if has_tv:
+            ratios += f" {med['dispatch'] / med['conv2d']:>9.2f}x"
+        return f"{B:>3} {name:<8} " + " ".join(f"{med[k]:>11.2f}" for k in cols) + " " + ratios
 
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
     lines = [
-        "deform_conv2d (nas.ops.deform_conv, pure PyTorch) vs F.conv2d, same shape, same run",
+        "deform_conv2d (nas.ops.deform_conv): the pure-PyTorch path, the dispatched call "
+        f"(backend on this device: {deform_backend_for(device)}), torchvision's kernel "
+        f"({'imports' if has_tv else 'does not import here'}) and F.conv2d; same shape, same run",
         f"torch {torch.__version__}, device {device}"
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
         + f", threads {torch.get_num_threads()}, cpu: {cpu_model()} ({os.cpu_count()} logical)",
@@ -171,21 +186,23 @@ def main(argv: list[str] | None = None) -> int:
         "1 offset group, offsets ~ N(0, 0.5^2), mask given",
         f"forward: torch.inference_mode, {args.reps} reps; fwd+bwd: out.sum().backward(), "
         f"{bwd_reps} reps (conv2d side: grads for input/weight/bias only)",
-        "deform / conv2d reps interleaved; load average at start: "
+        "calls interleaved rep by rep; load average at start: "
         + ("n/a" if load0 is None else " ".join(f"{v:.2f}" for v in load0))
         + f"; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}",
         "",
-        f"{'B':>3} {'pass':<8} {'deform ms':>10} {'conv2d ms':>10} {'ratio':>8}"
-        f" {'min dfm':>9} {'min conv':>9} {'min rat':>8}",
-        f"{'':>3} {'':<8} {'(median)':>10} {'(median)':>10} {'(median)':>8}",
+        "median ms per call, then ratios of medians",
+        f"{'B':>3} {'pass':<8} "
+        + " ".join(f"{k:>11}" for k in cols)
+        + f" {'disp/' + ref[:4]:>10} {'pure/' + ref[:4]:>10}"
+        + (f" {'disp/conv':>10}" if has_tv else ""),
     ]
     print("\n".join(lines), flush=True)
     for B in batches:
-        lines.append(row(B, "fwd", bench_forward(B, device, args.reps)))
+        lines.append(row(B, "fwd", bench(B, device, args.reps, backward=False)))
         print(lines[-1], flush=True)
     if not args.no_backward:
         for B in batches:
-            lines.append(row(B, "fwd+bwd", bench_backward(B, device, bwd_reps)))
+            lines.append(row(B, "fwd+bwd", bench(B, device, bwd_reps, backward=True)))
             print(lines[-1], flush=True)
     if load0 is not None:
         lines.append("load average at end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
@@ -194,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(" ".join(["command: python benchmarks/bench_deform_conv.py", *cmd_args]))
     text = "\n".join(lines) + "\n"
     if args.out:
-        write_atomic(Path(args.out), text)
+        atomic_write_text(Path(args.out), text)
         print(f"wrote {args.out}")
     return 0
 

@@ -591,7 +591,9 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             res = fuse_classical(resolved.model, images, rule, names=names, device=device)
         else:
-            model = resolved.model.to(device).eval()
+            from nas.accel import prepare_inference
+
+            model = prepare_inference(resolved.model, device)  # channels_last on CUDA
             if has_global_context(model) and args.tile > 0:
                 h, w = images[0].shape[-2:]
                 if max(h, w) > args.tile:

@@ -115,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         "written as a separate -quick table",
     )
     p.add_argument(
-        "--out", type=Path, default=Path("latency_tables"), help="table folder (latency_tables)"
+        "--out",
+        type=Path,
+        default=None,
+        help="table folder (default: $NAS_TABLES_DIR, else ./latency_tables)",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--only-missing", action="store_true", help="time only units the table lacks")
@@ -260,6 +263,10 @@ def run_validate(args: argparse.Namespace, settings: ProfileSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.out is None:
+        from nas.latency.table import default_table_dir
+
+        args.out = default_table_dir()
     try:
         settings = settings_from_args(args)
         if args.validate is not None:

@@ -100,6 +100,8 @@ class SearchConfig:
     a_lr: float = 1e-4
     a_weight_decay: float = 1e-3
     grad_clip: float = 5.0
+    amp: str = "off"
+    channels_last: bool | None = None
     max_skip: int | None = None
     seed: int = 0
     num_workers: int = 0
@@ -127,8 +129,10 @@ class SearchConfig:
             if min(size) < 4:
                 raise ValueError(f"latency_input must be H W (>= 4), got {self.latency_input!r}")
             self.latency_input = list(size)
+        from nas.accel import check_amp
         from nas.losses import list_losses
 
+        check_amp(self.amp)
         if self.loss not in list_losses():
             raise ValueError(f"loss must be one of {list_losses()}, got {self.loss!r}")
 
@@ -177,7 +181,11 @@ class SearchTask:
         device: torch.device,
         eval_batches: list[Batch],
     ) -> None:
-        self.net = supernet.to(device)
+        from nas.accel import channels_last_for, configure_device, to_memory_format
+
+        configure_device(device)
+        self.channels_last = channels_last_for(cfg.channels_last, device)
+        self.net = to_memory_format(supernet.to(device), self.channels_last)
         self.cfg = cfg
         self.penalty = penalty
         self.device = device
@@ -205,6 +213,13 @@ class SearchTask:
     def _task_loss(self, batch: Batch) -> torch.Tensor:
         return self.criterion(self.net(batch["under"], batch["over"]), batch)
 
+    def _weight_loss(self, batch: Batch) -> torch.Tensor:
+        """The weight step's loss, under bf16 autocast with ``amp: bf16`` (returned in fp32)."""
+        from nas.accel import autocast
+
+        with autocast(self.device, self.cfg.amp):
+            return self._task_loss(batch).float()
+
     def _latency_term(self) -> torch.Tensor:
         if self.cfg.eta == 0 or self.penalty is None:
             return torch.zeros((), device=self.device)
@@ -219,9 +234,15 @@ class SearchTask:
         return epoch >= self.cfg.warmup_epochs
 
     def train_step(self, batch: Batch, val_batch: Batch | None, epoch: int) -> dict[str, float]:
+        """An architecture step on ``val_batch`` (fp32, with the latency term) when given, then
+        a weight step on ``batch`` (bf16 autocast with ``amp: bf16``)."""
+        from nas.accel import to_memory_format
+
         self.net.train()
         logs: dict[str, float] = {}
+        batch = to_memory_format(batch, self.channels_last)
         if val_batch is not None:
+            val_batch = to_memory_format(val_batch, self.channels_last)
             if self.loss_ref is None:  # no warm-up: take the first validation loss
                 with torch.no_grad():
                     self.loss_ref = float(self._task_loss(val_batch))
@@ -234,7 +255,7 @@ class SearchTask:
                 logs["val_loss"] = float(val_loss.detach())
             self.a_opt.step()
         self.w_opt.zero_grad(set_to_none=True)
-        loss = self._task_loss(batch)
+        loss = self._weight_loss(batch)
         loss.backward(inputs=self.net.weight_parameters())
         torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.cfg.grad_clip)
         self.w_opt.step()
@@ -522,6 +543,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
     p.add_argument("--order", choices=["first", "second"])
     p.add_argument("--max-skip", dest="max_skip", type=int)
+    p.add_argument(
+        "--amp",
+        choices=["off", "bf16"],
+        help="bf16 autocast for the weight step (the alpha step and latency stay fp32)",
+    )
+    p.add_argument(
+        "--channels-last",
+        dest="channels_last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last memory format (default: on for CUDA, off on CPU)",
+    )
     add_photo_args(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--run-name", dest="run_name")

@@ -62,6 +62,7 @@ class TrainConfig:
     lr_min: float = 1e-10
     critic_lr: float = 1e-4
     grad_clip: float = 5.0
+    channels_last: bool | None = None
     seed: int = 0
     num_workers: int = 0
     run_name: str | None = None
@@ -108,7 +109,11 @@ class TrainTask:
         eval_batches: list[Batch],
         env: distributed.DistEnv | None = None,
     ) -> None:
-        self.model = model.to(device)
+        from nas.accel import channels_last_for, configure_device, to_memory_format
+
+        configure_device(device)
+        self.channels_last = channels_last_for(cfg.channels_last, device)
+        self.model = to_memory_format(model.to(device), self.channels_last)
         # the module that trains: DDP around ``model`` under torchrun, else ``model`` itself
         self.train_model = distributed.wrap_model(self.model, env) if env else self.model
         self.arch = arch
@@ -135,8 +140,11 @@ class TrainTask:
         return False
 
     def train_step(self, batch: Batch, val_batch: Batch | None, epoch: int) -> dict[str, float]:
+        from nas.accel import to_memory_format
+
         self.model.train()
         logs: dict[str, float] = {}
+        batch = to_memory_format(batch, self.channels_last)
         fused = self.train_model(batch["under"], batch["over"])
         if self.critic is not None:
             self.critic_opt.zero_grad(set_to_none=True)
@@ -302,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
+    p.add_argument(
+        "--channels-last",
+        dest="channels_last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last memory format (default: on for CUDA, off on CPU)",
+    )
     add_photo_args(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--run-name", dest="run_name")

@@ -379,7 +379,7 @@ def test_offset_groups_must_divide_channels() -> None:
         deform_conv2d(**args)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_matches_cpu() -> None:
     args = _make(og=2, groups=2, offset_kind="outside")
     expected = deform_conv2d(**args)
@@ -435,7 +435,7 @@ def test_torchvision_and_pure_paths_agree() -> None:
         torch.testing.assert_close(a, c)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+@pytest.mark.cuda
 def test_auto_uses_torchvision_on_cuda_when_present() -> None:
     from nas.ops.deform_conv import _torchvision_ops, deform_backend_for
 

@@ -758,7 +758,7 @@ def test_source_metrics_reject_bad_inputs() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+@pytest.mark.cuda
 def test_cuda_matches_cpu(natural: dict) -> None:
     x = natural["astronaut"]
     under, over = _exposures(x)

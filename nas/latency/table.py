@@ -226,7 +226,11 @@ def parse_shapes(text: str) -> tuple[tuple[int, ...] | None, ...]:
 
 
 def default_table_dir() -> Path:
-    """``./latency_tables`` when it exists (the CLIs run from the repo root), else the repo's."""
+    """``$NAS_TABLES_DIR`` when set; else ``./latency_tables`` when it exists (the CLIs run
+    from the repo root), else the repo's."""
+    env = os.environ.get("NAS_TABLES_DIR")
+    if env:
+        return Path(env)
     cwd = Path.cwd() / TABLES_DIRNAME
     return cwd if cwd.is_dir() else REPO_ROOT / TABLES_DIRNAME
 

@@ -1,0 +1,125 @@
+"""Speed settings for the accelerator: memory format, cuDNN autotuning, bf16 autocast, compile.
+
+One place decides how a network runs fast on a device, so search, retraining, evaluation and
+fusion agree:
+
+* :func:`configure_device` turns on ``cudnn.benchmark`` on CUDA (the conv algorithms are
+  autotuned once per input shape; search and training use fixed crop shapes).
+* :func:`channels_last_for` resolves the ``channels_last`` setting (``None`` = auto: on for
+  CUDA, where cuDNN's NHWC convolution kernels are the fast ones, off on CPU);
+  :func:`to_memory_format` converts a module or a batch.
+* :func:`autocast` is the opt-in bf16 autocast (``amp: bf16``) of the search's weight step.
+  It also runs on CPU (slowly, unless the CPU has bf16 units), so its effect can be tested
+  without a GPU. bf16 keeps fp32's exponent range: no loss scaling is needed.
+* :func:`prepare_inference` readies a derived network for timing or fusion: eval mode, no
+  gradients, channels_last where it helps, optionally ``torch.compile`` (``compile=True``;
+  ``"reduce-overhead"`` mode on CUDA captures CUDA graphs). Compilation is opt-in: whether it
+  helps is device-specific and is measured by ``benchmarks/bench_inference.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+AMP_MODES = ("off", "bf16")
+
+T = TypeVar("T")
+
+
+def configure_device(device: torch.device) -> None:
+    """Process-wide settings for ``device``: cuDNN autotuning on CUDA (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def channels_last_for(setting: bool | None, device: torch.device) -> bool:
+    """The ``channels_last`` setting resolved: ``None`` means on for CUDA, off elsewhere."""
+    return device.type == "cuda" if setting is None else bool(setting)
+
+
+def to_memory_format(obj: T, channels_last: bool) -> T:
+    """``obj`` (a module, a 4-D tensor or a dict of tensors) in channels_last when asked.
+
+    Modules are converted in place (``Module.to``); tensors that are not 4-D are left as they
+    are. With ``channels_last=False`` ``obj`` is returned unchanged.
+    """
+    if not channels_last:
+        return obj
+    fmt = torch.channels_last
+    if isinstance(obj, nn.Module):
+        return obj.to(memory_format=fmt)  # type: ignore[return-value]
+    if torch.is_tensor(obj):
+        return obj.contiguous(memory_format=fmt) if obj.dim() == 4 else obj  # type: ignore
+    if isinstance(obj, dict):
+        return {k: to_memory_format(v, True) for k, v in obj.items()}  # type: ignore[return-value]
+    return obj
+
+
+def check_amp(amp: str) -> str:
+    """``amp`` validated against :data:`AMP_MODES`."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
+    return amp
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, amp: str) -> Iterator[None]:
+    """bf16 autocast on ``device`` when ``amp == "bf16"``; otherwise nothing changes."""
+    if check_amp(amp) == "off":
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+        yield
+
+
+def prepare_inference(
+    model: nn.Module,
+    device: torch.device,
+    channels_last: bool | None = None,
+    compile: bool = False,
+) -> nn.Module:
+    """``model`` on ``device`` in eval mode without gradients, ready for repeated calls.
+
+    Args:
+        channels_last: memory format (None: :func:`channels_last_for`'s default).
+        compile: wrap in ``torch.compile`` (``mode="reduce-overhead"`` on CUDA, which records
+            CUDA graphs; the default mode on CPU). The first calls compile (seconds to
+            minutes); time only after warm-up. Inputs must then be fed in the same memory
+            format (:func:`to_memory_format`).
+    """
+    configure_device(device)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model = to_memory_format(model, channels_last_for(channels_last, device))
+    if compile:
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        model = torch.compile(model, mode=mode, dynamic=False)  # type: ignore[assignment]
+    return model
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak allocated accelerator memory since the last reset, in MiB (None on CPU)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def describe(device: torch.device, amp: str, channels_last: bool) -> dict[str, Any]:
+    """The settings in effect, for run configs and reports."""
+    return {
+        "device": str(device),
+        "amp": amp,
+        "channels_last": channels_last,
+        "cudnn_benchmark": bool(device.type == "cuda" and torch.backends.cudnn.benchmark),
+    }
