@@ -6,9 +6,11 @@ is the sum of the table entries of the units it executes.
 * :mod:`~nas.latency.trace` -- which units a network runs, with which shapes.
 * :mod:`~nas.latency.fingerprint` -- device fingerprints and table names.
 * :mod:`~nas.latency.table` -- :class:`LatencyTable`: CSV + YAML sidecar, atomic writes,
-  lookup, device check.
+  lookup, device check; its row types are in :mod:`~nas.latency.keys`, its file reading
+  and writing in :mod:`~nas.latency.table_io`.
 * :mod:`~nas.latency.profiler` -- time every distinct unit of a space alone
-  (``python -m nas.profile``), and whole networks with the same harness.
+  (``python -m nas.profile``), and whole networks with the same harness
+  (:mod:`~nas.latency.timing`: :func:`time_fn`, thread pinning, load checks).
 * :mod:`~nas.latency.predict` -- :func:`predict` for derived nets, the differentiable
   :func:`expected_latency` of a supernet and the normalised :class:`LatencyPenalty`.
 * :mod:`~nas.latency.validate` -- predicted vs measured on random derived nets, calibration.

@@ -22,17 +22,12 @@ never overwritten by a later profile run (the run loads it first and stops).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import yaml
+from typing import Any
 
 from nas.latency.fingerprint import (
     DEFAULT_BATCH,
@@ -43,104 +38,34 @@ from nas.latency.fingerprint import (
     now_iso,
     resolve_device,
 )
+from nas.latency.keys import (
+    LatencyEntry,
+    MissingLatencyEntry,
+    TableKey,
+    format_shapes,  # noqa: F401  (re-export)
+)
+from nas.latency.table_io import (
+    COLUMNS,  # noqa: F401  (re-export)
+    OPTIONAL_COLUMNS,  # noqa: F401  (re-export)
+    REQUIRED_COLUMNS,  # noqa: F401  (re-export)
+    ForeignTableError,
+    LatencyTableError,
+    LatencyTableNotFound,
+    _pick,
+    _table_meta,
+    atomic_write,  # noqa: F401  (re-export)
+    meta_path_for,  # noqa: F401  (re-export)
+    read_sidecar,
+    read_table_csv,
+    table_csv_text,
+    write_table_files,
+)
 from nas.latency.trace import UnitKey
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES_DIRNAME = "latency_tables"
-COLUMNS: tuple[str, ...] = (
-    "op",
-    "C_in",
-    "C_out",
-    "H",
-    "W",
-    "stride",
-    "batch",
-    "median_ms",
-    "mean_ms",
-    "std_ms",
-    "p10_ms",
-    "p90_ms",
-    "min_ms",
-    "n",
-    "shapes",
-)
-OPTIONAL_COLUMNS: tuple[str, ...] = ("min_ms", "shapes")
-REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in OPTIONAL_COLUMNS)
 STATISTICS: tuple[str, ...] = ("median", "mean", "p10", "min")
 """Which per-row statistic a lookup returns (``LatencyTable.statistic``; default median)."""
-_INT_COLUMNS = ("C_in", "C_out", "H", "W", "stride", "batch", "n")
-_FLOAT_COLUMNS = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms")
-_FORMAT_FLOATS = (*_FLOAT_COLUMNS, "min_ms")
-
-
-class LatencyTableError(ValueError):
-    """A latency table is missing, corrupt, foreign or unusable; the message says which file."""
-
-
-class LatencyTableNotFound(LatencyTableError, FileNotFoundError):
-    """No table for this device; the message gives the ``python -m nas.profile`` command."""
-
-
-class ForeignTableError(LatencyTableError):
-    """The table was measured on another device (message names both fingerprints)."""
-
-
-class MissingLatencyEntry(KeyError):
-    """A unit has no row in the table; the message names op, channels and scale."""
-
-    def __init__(self, message: str, key: TableKey | None = None) -> None:
-        super().__init__(message)
-        self.key = key
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else "missing latency entry"
-
-
-class TableKey(NamedTuple):
-    """A full row key: :class:`~nas.latency.trace.UnitKey` plus the batch size."""
-
-    op: str
-    C_in: int
-    C_out: int
-    H: int
-    W: int
-    stride: int
-    batch: int
-
-    @property
-    def unit_key(self) -> UnitKey:
-        return UnitKey(*self[:6])
-
-
-@dataclass(frozen=True)
-class LatencyEntry:
-    """One table row; times in milliseconds over ``n`` timed calls."""
-
-    op: str
-    C_in: int
-    C_out: int
-    H: int
-    W: int
-    stride: int
-    batch: int
-    median_ms: float
-    mean_ms: float
-    std_ms: float = 0.0
-    p10_ms: float = 0.0
-    p90_ms: float = 0.0
-    min_ms: float = float("nan")
-    n: int = 0
-    shapes: str = ""
-
-    @property
-    def key(self) -> TableKey:
-        return TableKey(self.op, self.C_in, self.C_out, self.H, self.W, self.stride, self.batch)
-
-    @classmethod
-    def constant(cls, key: TableKey | tuple, ms: float, n: int = 0) -> LatencyEntry:
-        """An entry whose statistics all equal ``ms`` (synthetic and rigged tables)."""
-        k = TableKey(*key)
-        return cls(*k, median_ms=ms, mean_ms=ms, std_ms=0.0, p10_ms=ms, p90_ms=ms, min_ms=ms, n=n)
 
 
 @dataclass(frozen=True)
@@ -213,18 +138,6 @@ def calibration_scope(
     return key if statistic == "median" else f"{key}-{statistic}"
 
 
-def format_shapes(shapes: Iterable[tuple[int, ...] | None]) -> str:
-    """``[(16, 32, 64, 64), None]`` -> ``"16x32x64x64;-"``."""
-    return ";".join("-" if s is None else "x".join(str(d) for d in s) for s in shapes)
-
-
-def parse_shapes(text: str) -> tuple[tuple[int, ...] | None, ...]:
-    """Inverse of :func:`format_shapes`."""
-    if not text:
-        return ()
-    return tuple(None if p == "-" else tuple(int(d) for d in p.split("x")) for p in text.split(";"))
-
-
 def default_table_dir() -> Path:
     """``$NAS_TABLES_DIR`` when set; else ``./latency_tables`` when it exists (the CLIs run
     from the repo root), else the repo's."""
@@ -233,11 +146,6 @@ def default_table_dir() -> Path:
         return Path(env)
     cwd = Path.cwd() / TABLES_DIRNAME
     return cwd if cwd.is_dir() else REPO_ROOT / TABLES_DIRNAME
-
-
-def meta_path_for(csv_path: Path) -> Path:
-    """``foo.csv`` -> ``foo.meta.yaml``."""
-    return csv_path.with_name(csv_path.name[: -len(".csv")] + ".meta.yaml")
 
 
 def profile_command(
@@ -282,44 +190,6 @@ def profile_command(
     if out is not None and Path(out).resolve() != default_table_dir().resolve():
         parts.append(f"--out {out}")
     return " ".join(parts)
-
-
-def current_umask() -> int:
-    """The process umask (read from /proc where possible, so it is never changed)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(items: list[tuple[Path, str | bytes]]) -> None:
-    """Write each ``(path, text or bytes)`` atomically: a temp file in the same folder, fsync,
-    then ``os.replace``; all temps are written before the first replace. Files get the usual
-    ``0666 & ~umask`` mode (``mkstemp`` alone would leave them 0600)."""
-    temps: list[tuple[str, Path]] = []
-    try:
-        for path, data in items:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            temps.append((tmp, path))
-            os.chmod(tmp, 0o666 & ~current_umask())
-            raw = data.encode() if isinstance(data, str) else data
-            with os.fdopen(fd, "wb") as f:
-                f.write(raw)
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in temps:
-            Path(tmp).unlink(missing_ok=True)
 
 
 class LatencyTable:
@@ -541,13 +411,7 @@ class LatencyTable:
 
     # --- I/O --------------------------------------------------------------------------------
     def to_csv_text(self) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(COLUMNS)
-        for e in self.entries():
-            d = asdict(e)
-            w.writerow([f"{d[c]:.6g}" if c in _FORMAT_FLOATS else d[c] for c in COLUMNS])
-        return buf.getvalue()
+        return table_csv_text(self.entries())
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write ``<path>`` (CSV) and its ``.meta.yaml`` sidecar atomically; returns the CSV."""
@@ -561,8 +425,7 @@ class LatencyTable:
         meta["rows"] = len(self)
         meta.setdefault("created", now_iso())
         meta["updated"] = now_iso()
-        meta_text = yaml.safe_dump(_yaml_safe(meta), sort_keys=False)
-        atomic_write([(p, self.to_csv_text()), (meta_path_for(p), meta_text)])
+        write_table_files(p, self.to_csv_text(), meta)
         self.meta, self.path = meta, p
         return p
 
@@ -575,29 +438,8 @@ class LatencyTable:
             LatencyTableError: unparseable CSV or sidecar, missing columns, bad values.
         """
         p = Path(path)
-        if not p.is_file():
-            raise LatencyTableNotFound(f"latency table not found: {p}")
-        try:
-            text = p.read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            raise LatencyTableError(f"latency table {p}: cannot read it: {e}") from None
-        entries = _parse_csv(text, p)
-        mp = meta_path_for(p)
-        meta: dict[str, Any] = {}
-        if mp.is_file():
-            try:
-                loaded = yaml.safe_load(mp.read_text())
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-                raise LatencyTableError(
-                    f"latency table sidecar {mp}: not valid YAML: {e}"
-                ) from None
-            if loaded is not None and not isinstance(loaded, Mapping):
-                raise LatencyTableError(
-                    f"latency table sidecar {mp}: expected a mapping, got {type(loaded).__name__}"
-                )
-            meta = dict(loaded or {})
-        elif require_meta:
-            raise LatencyTableError(f"latency table {p} has no sidecar {mp.name}")
+        entries = read_table_csv(p)
+        meta = read_sidecar(p, require_meta)
         table = cls(entries, meta, p)
         table.calibration()  # validates the calibration block, if any
         return table
@@ -727,119 +569,3 @@ def _current_fp_safe() -> str:
         return device_fingerprint("cpu")
     except Exception:  # pragma: no cover - platform oddities
         return "unknown"
-
-
-def _table_meta(csv_path: Path) -> dict[str, Any]:
-    """The sidecar of a table file ({} if absent or unreadable)."""
-    try:
-        d = yaml.safe_load(meta_path_for(csv_path).read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    return dict(d) if isinstance(d, Mapping) else {}
-
-
-def _pick(
-    tables: list[Path],
-    metas: Mapping[Path, Mapping[str, Any]],
-    fp: str | None,
-    batch: int | None,
-    input_size: tuple[int, int] | None,
-    quick: bool | None,
-) -> Path | None:
-    """Among ``tables``, those matching the given settings; prefer default, full, then quick."""
-
-    def ok(c: Path) -> bool:
-        m = metas[c]
-        if batch is not None and int(m.get("batch", -1)) != int(batch):
-            return False
-        if input_size is not None and tuple(m.get("input_size", ())) != tuple(input_size):
-            return False
-        return quick is None or bool(m.get("quick", False)) == bool(quick)
-
-    match = [c for c in tables if ok(c)]
-    if fp is not None:
-        default = next((c for c in match if c.name == f"{fp}.csv"), None)
-        if default is not None:
-            return default
-    full = [c for c in match if not metas[c].get("quick", False)]
-    return (full or match or [None])[0]
-
-
-def _parse_csv(text: str, path: Path) -> list[LatencyEntry]:
-    try:
-        reader = csv.DictReader(io.StringIO(text))
-        header = reader.fieldnames
-    except csv.Error as e:
-        raise LatencyTableError(f"latency table {path}: not a valid CSV: {e}") from None
-    if not header:
-        raise LatencyTableError(f"latency table {path}: empty file (no header row)")
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        raise LatencyTableError(
-            f"latency table {path}: missing column(s) {missing}; header is {header}, "
-            f"expected at least {list(REQUIRED_COLUMNS)}"
-        )
-    names = {f.name for f in fields(LatencyEntry)}
-    entries: list[LatencyEntry] = []
-    try:
-        for row in reader:
-            line = reader.line_num
-            if None in row or any(row.get(c) is None for c in REQUIRED_COLUMNS):
-                raise LatencyTableError(
-                    f"latency table {path}, line {line}: wrong number of fields"
-                )
-            vals: dict[str, Any] = {"op": row["op"].strip()}
-            if not vals["op"]:
-                raise LatencyTableError(f"latency table {path}, line {line}: empty op name")
-            for c in _INT_COLUMNS:
-                try:
-                    vals[c] = int(row[c])
-                except ValueError:
-                    raise LatencyTableError(
-                        f"latency table {path}, line {line}: column {c!r} must be an integer, "
-                        f"got {row[c]!r}"
-                    ) from None
-            for c in _FLOAT_COLUMNS:
-                try:
-                    v = float(row[c])
-                except ValueError:
-                    v = float("nan")
-                if not math.isfinite(v) or v < 0:
-                    raise LatencyTableError(
-                        f"latency table {path}, line {line}: column {c!r} must be a finite "
-                        f"non-negative number, got {row[c]!r}"
-                    )
-                vals[c] = v
-            vals["shapes"] = row.get("shapes") or ""
-            raw_min = row.get("min_ms")
-            vals["min_ms"] = float("nan")
-            if raw_min not in (None, "", "nan"):
-                try:
-                    vals["min_ms"] = float(raw_min)
-                except ValueError:
-                    raise LatencyTableError(
-                        f"latency table {path}, line {line}: column 'min_ms' must be a number, "
-                        f"got {raw_min!r}"
-                    ) from None
-            entries.append(LatencyEntry(**{k: v for k, v in vals.items() if k in names}))
-    except csv.Error as e:
-        raise LatencyTableError(f"latency table {path}: not a valid CSV: {e}") from None
-    return entries
-
-
-def _yaml_safe(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _yaml_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_yaml_safe(x) for x in v]
-    if v is None or isinstance(v, bool):
-        return v
-    if isinstance(v, str):
-        return str(v)  # plain str (torch.__version__ is a str subclass)
-    if isinstance(v, int):
-        return int(v)
-    if isinstance(v, float):
-        return float(v)
-    if hasattr(v, "item"):
-        return v.item()
-    return str(v)

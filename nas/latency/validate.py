@@ -42,8 +42,9 @@ from nas.genotype import Genotype, build
 from nas.latency.fingerprint import now_iso
 from nas.latency.predict import predict
 from nas.latency.profiler import ProfileSettings, TimingStats, measure_networks
-from nas.latency.table import Calibration, LatencyTable, atomic_write, calibration_scope
+from nas.latency.table import Calibration, LatencyTable, calibration_scope
 from nas.space import SearchSpace, load_space
+from nas.utils import atomic_write, atomic_write_text
 
 RESULTS_DIR = Path("results") / "latency"
 
@@ -423,9 +424,9 @@ def write_report(report: ValidationReport, out_dir: Path, stem: str | None = Non
     stem = stem or report_stem(report)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"{stem}.csv"
-    atomic_write([(csv_path, validation_csv(report))])
+    atomic_write_text(csv_path, validation_csv(report))
     yaml_path = out_dir / f"{stem}.yaml"
-    atomic_write([(yaml_path, yaml.safe_dump(report.to_dict(), sort_keys=False))])
+    atomic_write_text(yaml_path, yaml.safe_dump(report.to_dict(), sort_keys=False))
     png_path = out_dir / f"{stem}.png"
     plot_validation(report, png_path)
     report.paths.update(csv=csv_path, summary=yaml_path, plot=png_path)
@@ -537,4 +538,4 @@ def plot_validation(report: ValidationReport, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    atomic_write([(path, buf.getvalue())])
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
