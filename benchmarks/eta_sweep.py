@@ -46,8 +46,8 @@ from nas.genotype import Genotype, build, count_parameters  # noqa: E402
 from nas.latency import LatencyTable, predict  # noqa: E402
 from nas.latency.profiler import ProfileSettings, measure_networks, profile_spaces  # noqa: E402
 from nas.plot import _save_figure, alpha_trajectories, draw_alpha_trajectories  # noqa: E402
+from nas.report import markdown_table  # noqa: E402
 from nas.search import SearchConfig, build_space  # noqa: E402
-from nas.sweep import markdown_table  # noqa: E402
 from nas.utils import atomic_write_text, size_text  # noqa: E402
 
 CONFIG = ROOT / "configs" / "search-eta-cpu.yaml"
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         f"after {args.retrain_epochs} epochs of retraining (64 crops of 96x96 per epoch, "
         f"`configs/train-real.yaml`, init: inherit).",
         "",
-        markdown_table(_pretty(table_df), list(table_df.columns), headers={}),
+        markdown_table(_pretty(table_df), list(table_df.columns)),
         "",
         f"eta=0 / eta=1 measured latency: {ratio:.2f}x (target >= 2.5x; paper: 3.05x at C32)"
         if ratio
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         "The space's own range at this size (per slot the candidate with the smallest / largest "
         "table latency), timed in the same interleaved run:",
         "",
-        markdown_table(_pretty(span_df), list(span_df.columns), headers={}),
+        markdown_table(_pretty(span_df), list(span_df.columns)),
         f"dearest / cheapest measured: {span_ratio:.2f}x: no search in this space can separate "
         "two nets by more on this device at this size.",
         "",

@@ -14,10 +14,13 @@ import pytest
 from optuna.trial import TrialState
 
 from nas import sweep
+from nas.config import from_mapping
 from nas.latency import LatencyTable
 from nas.latency.trace import trace_units
+from nas.report import markdown_table, pareto_mask
 from nas.runs import RunDir
 from nas.supernet import Supernet
+from nas.sweep.study import quiet_experimental
 
 REPO = Path(__file__).resolve().parents[1]
 CROP = 32
@@ -212,7 +215,7 @@ def test_killed_worker_is_failed_after_grace_and_resumed(tmp_path: Path, table: 
     study = optuna.load_study(study_name="kill", storage=sweep.make_storage(url, 1, 3))
     assert _states(study) == {"RUNNING": 1}  # nobody noticed yet
     time.sleep(4.5)  # > grace period since the last heartbeat
-    with sweep._quiet_experimental():
+    with quiet_experimental():
         optuna.storages.fail_stale_trials(study)
     assert _states(study) == {"FAIL": 1, "WAITING": 1}  # failed, and re-queued
     assert sweep.main(flags) == 0
@@ -231,7 +234,7 @@ def test_nsga2_baseline_four_trials(tmp_path: Path, table: Path) -> None:
     study = _study(tmp_path, "ga")
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 4
-    space = sweep.from_mapping(sweep.SweepConfig, study.user_attrs["sweep_config"], "s").space_obj()
+    space = from_mapping(sweep.SweepConfig, study.user_attrs["sweep_config"], "s").space_obj()
     for t in trials:
         assert set(t.params) == set(space.slots)
         assert all(t.params[s] in space.candidates[s] for s in space.slots)
@@ -282,10 +285,10 @@ def test_front_data_pareto_and_hypervolume(tmp_path: Path) -> None:
     assert row.loc["A", "wall_s_total"] == pytest.approx(8.0)
     rows = sweep.front_rows(points)
     assert rows[rows["study"] == "A"]["label"].tolist() == ["eta=0", "eta=1,3"]
-    assert sweep.pareto_mask([1.0, 1.0], [2.0, 2.0]) == [True, True]  # ties do not dominate
+    assert pareto_mask([1.0, 1.0], [2.0, 2.0]) == [True, True]  # ties do not dominate
     png = sweep.draw_fronts(points, tmp_path / "f.png", title="t")
     assert png.is_file() and png.stat().st_size > 1000
-    md = sweep.markdown_table(summary, ["study", "hypervolume"])
+    md = markdown_table(summary, ["study", "hypervolume"])
     assert md.startswith("| study | hypervolume |")
 
 

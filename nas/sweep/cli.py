@@ -1,0 +1,274 @@
+"""``python -m nas.sweep``: run a study (the default), ``plot`` fronts, or ``report`` a study."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+import yaml
+
+from nas.config import ConfigError, from_mapping, to_dict
+from nas.latency.table import MissingLatencyEntry
+from nas.report import markdown_table
+from nas.runs import RUNS_DIR
+from nas.sweep.config import (
+    MODES,
+    SAMPLERS,
+    SWEEPS_DIR,
+    SweepConfig,
+    WorkerOptions,
+    default_storage,
+    default_study_name,
+)
+from nas.sweep.report import (
+    draw_fronts,
+    front_data,
+    front_rows,
+    load_frame,
+    remeasure,
+    write_report,
+)
+from nas.sweep.study import StudyLock, make_storage, open_study
+from nas.sweep.worker import run_worker, spawn_workers
+
+
+def _kv(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), yaml.safe_load(v)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m nas.sweep",
+        description="Optuna sweeps: eta grid / range over the DARTS search, or NSGA-II over "
+        "genotypes. Subcommands: 'plot --studies A B', 'report --study A'.",
+    )
+    s = p.add_argument_group("study (stored in the study; joining workers may leave these out)")
+    s.add_argument("--mode", choices=MODES, help="darts (default): trials are searches")
+    s.add_argument("--preset", help="search/train preset of the trials (tiny, small)")
+    s.add_argument("--eta", type=float, nargs="+", help="grid of eta values")
+    s.add_argument("--eta-range", dest="eta_range", type=float, nargs=2, metavar=("LO", "HI"))
+    s.add_argument("--sampler", choices=SAMPLERS, help="sampler for --eta-range (default tpe)")
+    s.add_argument("--beta1", type=float, nargs="+", help="retrain loss weight(s) of L_Gra")
+    s.add_argument("--beta2", type=float, nargs="+", help="retrain loss weight(s) of L_Dis")
+    s.add_argument("--retrain-epochs", dest="retrain_epochs", type=int)
+    s.add_argument("--proxy-epochs", dest="proxy_epochs", type=int, help="nsga2 proxy training")
+    s.add_argument("--population", type=int, help="NSGA-II population size")
+    s.add_argument("--space", help="nsga2: search space (default: the preset's)")
+    s.add_argument("--channels", type=int, help="nsga2: width of the sampled genotypes")
+    s.add_argument("--latency-reps", dest="latency_reps", type=int)
+    s.add_argument("--latency-warmup", dest="latency_warmup", type=int)
+    s.add_argument("--latency-threads", dest="latency_threads", type=int)
+    s.add_argument(
+        "--latency-statistic",
+        dest="latency_statistic",
+        choices=["median", "min", "p10", "mean"],
+        help="statistic of the timed calls (default median; min: robust to background load)",
+    )
+    s.add_argument("--seed", type=int)
+    s.add_argument(
+        "--set",
+        dest="search_set",
+        type=_kv,
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="search settings (SearchConfig fields), e.g. --set epochs=4 crop=32",
+    )
+    s.add_argument(
+        "--train-set",
+        dest="train_set",
+        type=_kv,
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="retrain / proxy-training settings (TrainConfig fields)",
+    )
+    w = p.add_argument_group("this worker")
+    w.add_argument("--study", help="study name (default eta-<preset> / nsga2-<preset>)")
+    w.add_argument("--storage", help="RDB URL (default sqlite:///<out-dir>/<study>.db)")
+    w.add_argument(
+        "--n-trials",
+        dest="n_trials",
+        type=int,
+        help="sampled modes: the study's trial budget (default 16); grid: cap for this process",
+    )
+    w.add_argument("--n-workers", dest="n_workers", type=int, default=1, help="local processes")
+    w.add_argument("--worker-index", dest="worker_index", type=int, default=0)
+    w.add_argument("--heartbeat", type=int, default=20, help="seconds between heartbeats")
+    w.add_argument("--grace", type=int, default=60, help="seconds until a silent trial fails")
+    w.add_argument("--device", default="auto")
+    w.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads of this worker (default: torch's); part of the latency "
+        "table's device fingerprint, so profile the table with the same --threads",
+    )
+    w.add_argument("--latency-table", dest="latency_table")
+    w.add_argument("--allow-foreign-table", dest="allow_foreign_table", action="store_true")
+    w.add_argument("--runs-dir", dest="runs_dir", default=str(RUNS_DIR))
+    w.add_argument("--out-dir", dest="out_dir", default=str(SWEEPS_DIR))
+    w.add_argument("--compare", nargs="+", default=[], help="studies drawn on the same plot")
+    w.add_argument(
+        "--time-budget",
+        dest="time_budget",
+        type=float,
+        help="seconds: start no trial after this much wall-clock (equal-compute comparisons)",
+    )
+    w.add_argument("--no-wait", dest="wait", action="store_false", help="do not wait for others")
+    w.add_argument("--no-report", dest="report", action="store_false")
+    return p
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`SweepConfig` keys the command line named."""
+    keys = {f.name for f in dataclasses.fields(SweepConfig)}
+    given = {k: v for k, v in vars(args).items() if k in keys and v is not None}
+    if args.search_set:
+        given["search"] = dict(args.search_set)
+    if args.train_set:
+        given["train"] = dict(args.train_set)
+    return given
+
+
+def _plot_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m nas.sweep plot")
+    p.add_argument("--studies", nargs="+", required=True)
+    p.add_argument("--storage", nargs="+", help="one URL for all studies, or one per study")
+    p.add_argument("--out-dir", default=str(SWEEPS_DIR))
+    p.add_argument("--out", help="figure path (default <out-dir>/<A>-vs-<B>.png)")
+    p.add_argument("--x", default="measured_ms", choices=["measured_ms", "latency_ms"])
+    p.add_argument("--title", default="", help="figure title")
+    p.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="re-time every genotype here, back to back (fair latencies across studies)",
+    )
+    p.add_argument("--reps", type=int, default=50, help="--remeasure: timed calls per net")
+    p.add_argument("--rounds", type=int, default=5, help="--remeasure: round-robin passes")
+    p.add_argument("--threads", type=int, help="--remeasure: CPU threads")
+    p.add_argument("--device", default="cpu", help="--remeasure: device")
+    p.add_argument("--statistic", default="median", choices=["median", "min", "p10", "mean"])
+    args = p.parse_args(argv)
+    urls = args.storage or [default_storage(s, args.out_dir) for s in args.studies]
+    if len(urls) == 1:
+        urls = urls * len(args.studies)
+    if len(urls) != len(args.studies):
+        print("error: give one --storage, or one per study", file=sys.stderr)
+        return 2
+    try:
+        frames = {s: load_frame(s, u) for s, u in zip(args.studies, urls)}
+    except KeyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    xlabel = "" if args.x == "measured_ms" else "latency objective (ms)"
+    if args.remeasure:
+        frames = remeasure(
+            frames, args.device, args.reps, args.rounds, args.threads, args.statistic
+        )
+        xlabel = (
+            f"latency (ms, re-measured: {args.statistic} of {args.reps} calls in "
+            f"{args.rounds} rounds, batch 1, {args.device})"
+        )
+    points, summary = front_data(frames, x=args.x)
+    if not len(points):
+        print("error: no complete trials in these studies", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path(args.out_dir) / f"{'-vs-'.join(args.studies)}.png")
+    draw_fronts(points, out, xlabel=xlabel, title=args.title)
+    text = markdown_table(summary, list(summary.columns))
+    text += "\nFronts:\n\n" + markdown_table(
+        front_rows(points), ["study", "label", "psnr", "ms", "genotype"]
+    )
+    print(text)
+    md = out.with_suffix(".md")
+    md.write_text(text)
+    points.to_csv(out.with_suffix(".csv"), index=False)
+    print(f"wrote {out}, {md} and {out.with_suffix('.csv')}")
+    return 0
+
+
+def _report_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m nas.sweep report")
+    p.add_argument("--study", required=True)
+    p.add_argument("--storage")
+    p.add_argument("--out-dir", default=str(SWEEPS_DIR))
+    p.add_argument("--compare", nargs="+", default=[])
+    args = p.parse_args(argv)
+    url = args.storage or default_storage(args.study, args.out_dir)
+    try:
+        study = optuna.load_study(study_name=args.study, storage=make_storage(url, None))
+    except KeyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_report(study, args.out_dir, args.compare, args.storage or "")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "plot":
+        return _plot_main(argv[1:])
+    if argv and argv[0] == "report":
+        return _report_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        given = given_settings(args)
+        joining = args.study is not None and not given
+        name = args.study or default_study_name(from_mapping(SweepConfig, given, "command line"))
+        url = args.storage or default_storage(name, args.out_dir)
+        opts = WorkerOptions(
+            study=name,
+            storage=url,
+            runs_dir=args.runs_dir,
+            out_dir=args.out_dir,
+            n_trials=args.n_trials,
+            n_workers=max(1, args.n_workers),
+            worker_index=args.worker_index,
+            heartbeat=args.heartbeat,
+            grace=args.grace,
+            device=args.device,
+            threads=args.threads,
+            latency_table=args.latency_table,
+            allow_foreign_table=args.allow_foreign_table,
+            wait=args.wait,
+            time_budget=args.time_budget,
+        )
+        lock = StudyLock(url)
+        with lock.held():  # one creator; a new SQLite file gets its tables once
+            storage = make_storage(url, opts.heartbeat, opts.grace)
+            study, sc = open_study(
+                name, storage, None if joining else given, args.n_trials, args.worker_index
+            )
+        print(f"study {name} on {url}: {yaml.safe_dump(to_dict(sc), sort_keys=False)}", end="")
+        failed: list[int] = []
+        if opts.n_workers > 1:
+            code = spawn_workers(opts)
+            if code:
+                print(f"a worker exited with status {code}", file=sys.stderr)
+        else:
+            result = run_worker(study, sc, opts)
+            failed = result["failed"]
+            if failed:
+                print(f"failed trial(s): {failed} (re-run the command to retry)", file=sys.stderr)
+        if args.report:
+            write_report(study, args.out_dir, args.compare, args.storage or "")
+    except (ConfigError, ValueError, FileNotFoundError, MissingLatencyEntry) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        torch.set_num_threads(threads)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

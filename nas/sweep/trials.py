@@ -1,0 +1,182 @@
+"""One DARTS-mode trial: a latency-penalised search at the trial's eta (resumed when its worker
+died), its derived net's quality with inherited weights, an optional short retrain, and the
+derived net's latency measured on this device."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from nas.runs import RunDir
+from nas.sweep.config import SweepConfig, WorkerOptions
+from nas.utils import parse_size, size_text
+
+
+def time_net(
+    net: torch.nn.Module,
+    size: int | tuple[int, int],
+    device: torch.device | str = "cpu",
+    reps: int = 10,
+    warmup: int = 2,
+    threads: int | None = None,
+) -> Any:
+    """Latency statistics (:class:`~nas.latency.profiler.TimingStats`, ms) of
+    ``net(under, over)`` at batch 1, ``size`` (H, W; one number: square).
+
+    The profiler's harness (:func:`nas.latency.profiler.time_fn`: CUDA synchronised,
+    garbage collector paused), eval and inference mode, random inputs in [0, 1).
+    """
+    import copy
+
+    from nas.latency.profiler import TimingStats, pinned_threads, time_fn
+
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    H, W = parse_size(size)
+    x = [torch.rand(1, 3, H, W, generator=g).to(dev) for _ in range(2)]
+    with pinned_threads(threads), torch.inference_mode():
+        m = copy.deepcopy(net).to(dev).eval()
+        samples = time_fn(lambda: m(*x), dev, reps, warmup=warmup)
+    return TimingStats.from_seconds(samples)
+
+
+def _latency_attrs(
+    sc: SweepConfig, net: torch.nn.Module, size: tuple[int, int], device: Any
+) -> dict:
+    stats = time_net(net, size, device, sc.latency_reps, sc.latency_warmup, sc.latency_threads)
+    return {
+        "measured_ms": float(getattr(stats, f"{sc.latency_statistic}_ms")),
+        "measured_median_ms": stats.median_ms,
+        "measured_min_ms": stats.min_ms,
+        "latency_statistic": sc.latency_statistic,
+        "latency_threads": sc.latency_threads or torch.get_num_threads(),
+    }
+
+
+@torch.no_grad()
+def derived_psnr(run_dir: Path, cfg: Any, device: torch.device | str = "cpu") -> float:
+    """PSNR (dB) of a search run's derived net with its inherited weights (``derived_init.pt``)
+    on the search's evaluation batches (validation split, same crop, seed and count)."""
+    from nas.data import build_dataset, make_loader
+    from nas.metrics import psnr
+    from nas.models import load_model_file
+
+    dev = torch.device(device)
+    net = load_model_file(run_dir / "derived_init.pt").model.to(dev).eval()
+    mis = bool(net.arch.misaligned)
+    val = build_dataset(cfg.data, "val", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
+    loader = make_loader(val, cfg.batch, shuffle=False, seed=cfg.seed + 2)
+    total, n = 0.0, 0
+    for _, b in zip(range(cfg.eval_batches), loader):
+        y = net(b["under"].to(dev), b["over"].to(dev))
+        total += float(psnr(y, b["gt"].to(dev)).clamp(max=100).sum())
+        n += len(b["gt"])
+    return total / max(n, 1)
+
+
+def best_val_psnr(run_dir: Path) -> float:
+    rows = RunDir(run_dir, resume=True).read_metrics()
+    vals = [float(r["val_psnr"]) for r in rows if r.get("val_psnr") not in (None, "")]
+    if not vals:
+        raise RuntimeError(f"{run_dir} logged no val_psnr (data without ground truth?)")
+    return max(vals)
+
+
+def _resumable(run_dir: str | None) -> Path | None:
+    if not run_dir:
+        return None
+    p = Path(run_dir)
+    ok = (p / "checkpoints" / "last.pt").is_file() and (p / "config.yaml").is_file()
+    return p if ok else None
+
+
+def _genotype_str(g: Any) -> str:
+    return " ".join(op for _, op in g.ops)
+
+
+@dataclass
+class TrialContext:
+    """What a trial needs besides its parameters."""
+
+    sc: SweepConfig
+    opts: WorkerOptions
+    table: Any = None  # LatencyTable or None
+    set_attr: Callable[[str, Any], None] = lambda k, v: None
+    user_attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def run_darts_trial(number: int, params: Mapping[str, float], ctx: TrialContext) -> dict:
+    """Search at ``params["eta"]`` (+ retrain); returns ``{"values": [psnr, ms], "attrs": ...}``.
+
+    A trial re-queued after its worker died finds its run folder in ``ctx.user_attrs`` and
+    resumes it from the last checkpoint.
+    """
+    from nas.genotype import Genotype, build
+    from nas.search import latency_size, run_search
+    from nas.train import run_train
+    from nas.utils import resolve_device
+
+    sc, opts = ctx.sc, ctx.opts
+    t0 = time.perf_counter()
+    eta = float(params["eta"])
+    study = opts.study
+    prev = _resumable(ctx.user_attrs.get("run_dir"))
+    name = prev.name if prev else f"{study}-t{number:03d}-eta{eta:g}"
+    runs_dir = str(prev.parent) if prev else opts.runs_dir
+    cfg = sc.search_config(
+        eta,
+        run_name=name,
+        runs_dir=runs_dir,
+        device=opts.device,
+        latency_table=opts.latency_table,
+        allow_foreign_table=opts.allow_foreign_table or None,
+    )
+    ctx.set_attr("run_dir", str(Path(runs_dir) / name))
+    run = run_search(cfg, resume=prev is not None, progress=False)
+    g = Genotype.from_yaml(run / "genotype.yaml")
+    export = yaml.safe_load((run / "export.yaml").read_text()) or {}
+    device = resolve_device(cfg.device)
+    size = latency_size(cfg)
+    attrs: dict[str, Any] = {
+        "run_dir": str(run),
+        "genotype": _genotype_str(g),
+        "genotype_yaml": g.to_yaml(),
+        "predicted_ms": export.get("predicted_ms"),
+        "latency_table": export.get("table"),
+        "params": export.get("params"),
+        "latency_input": size_text(size),
+        "device": str(device),
+        "host": socket.gethostname(),
+        "supernet_psnr": float(RunDir(run, resume=True).read_metrics()[-1]["eval_psnr"]),
+    }
+    attrs.update(_latency_attrs(sc, build(g), size, device))
+    attrs["derived_psnr"] = derived_psnr(run, cfg, device)
+    psnr = attrs["derived_psnr"]
+    attrs["psnr_source"] = "derived net, inherited weights"
+    if sc.retrain_epochs > 0:
+        prev_t = _resumable(ctx.user_attrs.get("retrain_dir"))
+        tname = prev_t.name if prev_t else f"{name}-retrain"
+        tcfg = sc.train_config(
+            str(run),
+            sc.retrain_epochs,
+            beta1=params.get("beta1"),
+            beta2=params.get("beta2"),
+            run_name=tname,
+            runs_dir=runs_dir,
+            device=opts.device,
+        )
+        ctx.set_attr("retrain_dir", str(Path(runs_dir) / tname))
+        tr = run_train(tcfg, resume=prev_t is not None, progress=False)
+        attrs["retrain_dir"] = str(tr)
+        attrs["retrain_psnr"] = best_val_psnr(tr)
+        psnr = attrs["retrain_psnr"]
+        attrs["psnr_source"] = f"retrain ({sc.retrain_epochs} epochs, crmef loss), best val"
+    attrs["wall_s"] = round(time.perf_counter() - t0, 2)
+    return {"values": [psnr, attrs["measured_ms"]], "attrs": attrs}
