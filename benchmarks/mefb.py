@@ -46,6 +46,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nas.baselines import width_kwargs  # noqa: E402
 from nas.models import resolve_model, save_model  # noqa: E402
 from nas.search import SearchConfig, run_search  # noqa: E402
 from nas.train import TrainConfig, run_train  # noqa: E402
@@ -154,7 +155,7 @@ def train_phase(args: argparse.Namespace, budget: dict) -> None:
             _log(f"{name}: search {space} eta {eta} ({sb})")
             ref = str(_fresh(run_search, scfg, progress=not args.no_progress))
             what = f"search {time.perf_counter() - t0:.0f} s + train"
-        kw = {"channels": budget["channels"]} if ref.startswith("crmef-") else {}
+        kw = {"channels": budget["channels"]} if width_kwargs(ref, 1) else {}
         tcfg = TrainConfig(
             arch=ref, run_name=f"mefb-train-{name}", runs_dir=str(runs), **common, **kw
         )

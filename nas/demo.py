@@ -39,6 +39,7 @@ def _done(t0: float) -> None:
 def run_demo(out: Path, device: str, epochs: int, fresh: bool) -> Path:
     """Run every stage into ``out``; returns the evaluation CSV."""
     from nas import profile
+    from nas.baselines import width_kwargs
     from nas.evaluate import evaluate_models, write_eval
     from nas.search import PRESETS as SEARCH_PRESETS
     from nas.search import SearchConfig, run_search
@@ -98,7 +99,7 @@ def run_demo(out: Path, device: str, epochs: int, fresh: bool) -> Path:
         cfg = dataclasses.replace(
             TrainConfig(**TRAIN_PRESETS["tiny"]),
             arch=arch,
-            channels=8 if arch.startswith("crmef-") else None,
+            channels=8 if width_kwargs(arch, 8) else None,
             device=device,
             runs_dir=str(runs),
             run_name=name,

@@ -49,13 +49,11 @@ real pair folders at full resolution, beside MEFB's published table).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
-import re
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +61,24 @@ import pandas as pd
 import torch
 import yaml
 
+from nas import report
 from nas.latency.table import MissingLatencyEntry
-from nas.models import ModelRefError, ResolvedModel, resolve_model
+from nas.lineup import (
+    BASELINE_GROUP,
+    CLASSICAL_GROUP,
+    Log,
+    UntrainedModelError,
+    check_trained,
+    default_out_dir,
+    genotype_text,
+    is_derived,
+    model_group,
+    quiet,
+    resolve_models,
+    search_eta,
+)
+from nas.models import ModelRefError, ResolvedModel
+from nas.report import slug, yaml_safe
 from nas.utils import atomic_write_text
 
 __all__ = [
@@ -82,9 +96,6 @@ __all__ = [
     "write_eval",
 ]
 
-EVAL_DIR = Path("results") / "eval"
-BASELINE_GROUP = "baseline"
-CLASSICAL_GROUP = "classical"
 QUALITY_COLUMNS: tuple[str, ...] = ("psnr", "ssim", "ms_ssim", "fsim", "mef_ssim", "qabf")
 """Metric columns of the table (``nas.metrics`` names); the reference ones are NaN without GT."""
 COLUMNS: tuple[str, ...] = (
@@ -124,174 +135,6 @@ _MD_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-class UntrainedModelError(ValueError):
-    """Untrained models were given without ``allow_untrained``; the message names them."""
-
-
-Log = Callable[[str], None]
-
-
-def _quiet(msg: str) -> None:
-    pass
-
-
-# --- model bookkeeping -------------------------------------------------------------------
-
-
-def model_group(resolved: ResolvedModel) -> str:
-    """``baseline`` (a fixed registry model: MEF-CL, FFMEF, LCNDR, HyperP_MB), ``crmef`` (the
-    paper's published genotypes from the registry), ``classical`` (Mertens, the average:
-    :mod:`nas.classical`), ``searched`` (a genotype that comes from a search run) or
-    ``derived`` (any other genotype)."""
-    arch = resolved.arch or {}
-    if resolved.classical:
-        return CLASSICAL_GROUP
-    if arch.get("kind") == "registry":
-        return "crmef" if str(arch.get("name", "")).startswith("crmef-") else BASELINE_GROUP
-    return "searched" if _search_config(resolved.source) is not None else "derived"
-
-
-def _read_config(folder: Path) -> dict[str, Any] | None:
-    f = folder / "config.yaml"
-    if not f.is_file():
-        return None
-    try:
-        cfg = yaml.safe_load(f.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    return cfg if isinstance(cfg, dict) else None
-
-
-def _search_config(source: str | Path, _depth: int = 0) -> dict[str, Any] | None:
-    """The ``config.yaml`` of the search run that ``source`` (a model reference) comes from.
-
-    Follows a search run folder, a genotype file inside one (``genotype.yaml``,
-    ``genotypes/epoch_*.yaml``, ``derived_init.pt``) and a training run whose ``arch`` is one
-    of those (best effort: a relative ``arch`` is taken relative to the working directory).
-    """
-    if _depth > 3 or not source:
-        return None
-    p = Path(str(source))
-    candidates = [p] if p.is_dir() else [p.parent, p.parent.parent]
-    if p.is_dir() and p.name == "checkpoints":
-        candidates = [p.parent]
-    if p.is_file() and p.parent.name == "checkpoints":
-        candidates = [p.parent.parent]
-    for folder in candidates:
-        cfg = _read_config(folder)
-        if cfg is None:
-            continue
-        if cfg.get("kind") == "search":
-            return cfg
-        if cfg.get("kind") == "train" and cfg.get("arch"):
-            return _search_config(cfg["arch"], _depth + 1)
-        return None
-    return None
-
-
-def search_eta(resolved: ResolvedModel) -> float:
-    """The eta of the search run the model's genotype comes from (NaN when unknown)."""
-    cfg = _search_config(resolved.source)
-    if cfg is None or cfg.get("eta") is None:
-        return float("nan")
-    try:
-        return float(cfg["eta"])
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def resolve_models(
-    refs: Sequence[str | Path | ResolvedModel],
-    channels: int | None = None,
-    model_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-) -> list[ResolvedModel]:
-    """Resolve every reference (already resolved models pass through); row names made unique.
-
-    Args:
-        refs: model references or :class:`~nas.models.ResolvedModel`.
-        channels: width of the ``crmef-*`` registry models (the fixed baselines keep their
-            papers' widths, as in ``nas.train --channels``).
-        model_kwargs: ``{registry name: {keyword: value}}`` for registry models.
-
-    Raises:
-        ModelRefError: a reference cannot be resolved (the message lists the valid names).
-        ValueError: no model; ``channels`` without a ``crmef-*`` name; ``model_kwargs`` for a
-            name that is not among ``refs``.
-    """
-    from nas.baselines import is_model
-
-    if not refs:
-        raise ValueError("no model to evaluate: give at least one RUN_OR_NAME")
-    per_name = {str(k): dict(v) for k, v in (model_kwargs or {}).items()}
-    names = {str(r) for r in refs if not isinstance(r, ResolvedModel)}
-    unused = sorted(set(per_name) - names)
-    if unused:
-        raise ValueError(
-            f"model_kwargs for {unused}, which are not among the models {sorted(names)}"
-        )
-    if channels is not None and not any(n.startswith("crmef-") and is_model(n) for n in names):
-        raise ValueError(
-            f"--channels sets the width of the crmef-* registry models; none given "
-            f"({sorted(names)})"
-        )
-    out: list[ResolvedModel] = []
-    for ref in refs:
-        if isinstance(ref, ResolvedModel):
-            out.append(ref)
-            continue
-        kw: dict[str, Any] = {}
-        if is_model(str(ref)):
-            kw = dict(per_name.get(str(ref), {}))
-            if channels is not None and str(ref).startswith("crmef-"):
-                kw.setdefault("channels", int(channels))
-        out.append(resolve_model(ref, allow_classical=True, **kw))
-    seen: dict[str, int] = {}
-    for r in out:  # unique row names
-        n = seen.get(r.name, 0) + 1
-        seen[r.name] = n
-        if n > 1:
-            r.name = f"{r.name}#{n}"
-    return out
-
-
-def check_trained(models: Sequence[ResolvedModel], allow_untrained: bool, log: Log) -> list[str]:
-    """Names of the untrained models: an :class:`UntrainedModelError` unless
-    ``allow_untrained``, otherwise a warning (also through ``log``)."""
-    untrained = [r.name for r in models if not r.trained]
-    if untrained and not allow_untrained:
-        raise UntrainedModelError(
-            f"untrained model(s): {', '.join(untrained)}. Their quality numbers would say "
-            "nothing about the architecture: pass a training run folder (or its model .pt) "
-            "for each, e.g. `python -m nas.train --arch NAME` first, or --allow-untrained "
-            "(allow_untrained=True) to evaluate them anyway, flagged"
-        )
-    if untrained:
-        msg = (
-            f"WARNING: untrained model(s) {', '.join(untrained)}: random weights, their "
-            "quality numbers are meaningless (latency, params and FLOPs are valid)"
-        )
-        warnings.warn(msg, stacklevel=3)
-        log(msg)
-    return untrained
-
-
-def _is_derived(model: torch.nn.Module) -> bool:
-    arch = getattr(model, "arch", None)
-    return arch is not None and hasattr(arch, "channels") and hasattr(arch, "misaligned")
-
-
-def _genotype_text(r: ResolvedModel) -> str:
-    g = r.genotype
-    if g is None and (r.arch or {}).get("kind") == "registry":
-        from nas.genotype import REFERENCE_GENOTYPES
-
-        g = REFERENCE_GENOTYPES.get(str(r.arch.get("name")))
-    if g is None:
-        return ""
-    width = getattr(getattr(r.model, "arch", None), "channels", g.arch.channels)
-    return f"C{width}: " + " ".join(op for _, op in g.ops)
-
-
 # --- the parts of the evaluation -----------------------------------------------------------
 
 
@@ -321,7 +164,7 @@ def measure_quality(
     dataset: torch.utils.data.Dataset,
     device: torch.device,
     batch_size: int = 4,
-    log: Log = _quiet,
+    log: Log = quiet,
 ) -> tuple[list[dict[str, float]], int, bool]:
     """Mean metrics per model over ``dataset`` (each batch loaded once, run through every model).
 
@@ -372,24 +215,11 @@ def measure_size(model: Any, size: int) -> tuple[dict[str, float], str | None]:
     NaN and a reason. A classical method (:mod:`nas.classical`) has 0 parameters and no
     MACs/FLOPs count (NaN: the counters only see torch ops)."""
     from nas.classical import ClassicalFusion, ClassicalModule
-    from nas.flops import count_flops, count_macs_thop, count_params
+    from nas.flops import size_report
 
     if isinstance(model, ClassicalFusion | ClassicalModule):
         return {"params": 0.0, "macs": float("nan"), "flops": float("nan")}, None
-    out: dict[str, float] = {"params": float(count_params(model))}
-    problems = []
-    cpu = model.to("cpu")
-    try:
-        out["macs"] = float(count_macs_thop(cpu, (size, size), 1))
-    except Exception as e:  # noqa: BLE001 - report, keep the row
-        out["macs"] = float("nan")
-        problems.append(f"thop: {type(e).__name__}: {e}")
-    try:
-        out["flops"] = float(count_flops(cpu, (size, size), 1).total_flops)
-    except Exception as e:  # noqa: BLE001
-        out["flops"] = float("nan")
-        problems.append(f"FlopCounterMode: {type(e).__name__}: {e}")
-    return out, "; ".join(problems) or None
+    return size_report(model, (size, size))
 
 
 def _load_table(
@@ -439,7 +269,7 @@ def _predict_all(
     preds: list[float] = []
     reasons: dict[str, str] = {}
     for r in models:
-        if not _is_derived(r.model):
+        if not is_derived(r.model):
             preds.append(float("nan"))
             continue
         try:
@@ -450,12 +280,6 @@ def _predict_all(
             preds.append(float("nan"))
             reasons[r.name] = str(e).strip("'\"")
     return preds, reasons
-
-
-def _nan_to_none(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 # --- the library entry point -------------------------------------------------------------
@@ -523,7 +347,7 @@ def evaluate_models(
     from nas.data.base import check_split
     from nas.latency import ProfileSettings, device_info, measure_networks, resolve_device
 
-    log = log or _quiet
+    log = log or quiet
     check_split(split)
     if crop is not None and crop < 1:
         raise ValueError(f"crop must be >= 1 (or None for full images), got {crop}")
@@ -606,7 +430,7 @@ def evaluate_models(
             latency_p90_ms=st.p90_ms,
             predicted_ms=pr,
             images=n_img,
-            genotype=_genotype_text(r),
+            genotype=genotype_text(r),
             source=r.source,
         )
         rows.append(row)
@@ -681,40 +505,21 @@ def evaluate_models(
         },
         "untrained": untrained,
         "size_notes": notes,
-        "models": {r.name: {"source": r.source, "arch": _yaml_safe(r.arch)} for r in models},
+        "models": {r.name: {"source": r.source, "arch": yaml_safe(r.arch)} for r in models},
     }
     meta["latency"]["seconds_total"] = round(time.perf_counter() - t_start, 2)
     df.attrs["meta"] = meta
     return df
 
 
-def _yaml_safe(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _yaml_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_yaml_safe(x) for x in v]
-    if isinstance(v, float):
-        return _nan_to_none(v)
-    if v is None or type(v) in (bool, int, str):
-        return v
-    if isinstance(v, bool | int):
-        return int(v)
-    return str(v)
-
-
 # --- output ------------------------------------------------------------------------------
 
 
-def _slug(text: str, max_len: int = 40) -> str:
-    t = re.sub(r"[^a-z0-9.]+", "-", str(text).lower()).strip("-")
-    return t[:max_len].rstrip("-") or "x"
-
-
-def data_slug(meta: Mapping[str, Any]) -> str:
+def dataslug(meta: Mapping[str, Any]) -> str:
     """``synthetic-test-c128`` / ``<folder>-test-full`` (+ ``-mis``, ``-n<max_images>``)."""
     d = meta["data"]
     spec = str(d["spec"])
-    name = "synthetic" if d["kind"] == "synthetic" else _slug(Path(spec).name or spec)
+    name = "synthetic" if d["kind"] == "synthetic" else slug(Path(spec).name or spec)
     parts = [name, str(d["split"]), "full" if d["crop"] is None else f"c{d['crop']}"]
     if d.get("misaligned"):
         parts.append("mis")
@@ -727,16 +532,7 @@ def eval_file_stem(meta: Mapping[str, Any]) -> str:
     """``eval-<device-fingerprint>-<data>-s<latency size>-b<latency batch>``."""
     lat = meta["latency"]
     fp = meta["device"]["device_fingerprint"]
-    return f"eval-{fp}-{data_slug(meta)}-s{lat['resolution'][0]}-b{lat['batch']}"
-
-
-def default_out_dir(names: Sequence[str]) -> Path:
-    """``results/eval/<model names joined by _>`` (shortened with a hash when long)."""
-    joined = "_".join(_slug(n, 24) for n in names)
-    if len(joined) > 64:
-        h = hashlib.sha1(joined.encode()).hexdigest()[:8]
-        joined = f"{joined[:55].rstrip('_-')}-{h}"
-    return EVAL_DIR / joined
+    return f"eval-{fp}-{dataslug(meta)}-s{lat['resolution'][0]}-b{lat['batch']}"
 
 
 def _fmt(v: Any, col: str) -> str:
@@ -769,12 +565,10 @@ def markdown_table(df: pd.DataFrame) -> str:
         cols = [(c, h) for c, h in cols if c not in ("psnr", "ssim", "fsim")]
     if "predicted_ms" in df.columns and df["predicted_ms"].isna().all():
         cols = [(c, h) for c, h in cols if c != "predicted_ms"]
-    lines = [
-        "| " + " | ".join(h for _, h in cols) + " |",
-        "|" + "|".join("---" if c in ("name", "kind") else "---:" for c, _ in cols) + "|",
-    ]
-    for _, row in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(row[c], c) for c, _ in cols) + " |")
+    names = [c for c, _ in cols]
+    grid = report.markdown_table(
+        df, names, dict(cols), _fmt, right=[c for c in names if c not in ("name", "kind")]
+    )
     meta = df.attrs.get("meta") or {}
     out = []
     if meta:
@@ -797,7 +591,7 @@ def markdown_table(df: pd.DataFrame) -> str:
             else "Speed-up: no baseline in this run."
         )
         out.append("")
-    out += lines
+    out.append(grid.rstrip("\n"))
     if "trained" in df.columns and not df["trained"].all():
         bad = ", ".join(df.loc[~df["trained"].astype(bool), "name"])
         out += [
@@ -824,7 +618,7 @@ def write_eval(df: pd.DataFrame, out_dir: str | Path, argv: Sequence[str] | None
     texts = {  # everything serialised before anything is written
         "csv": (out / f"{stem}.csv", flat.to_csv(index=False)),
         "md": (out / f"{stem}.md", markdown_table(df)),
-        "meta": (out / "meta.yaml", yaml.safe_dump(_yaml_safe(meta), sort_keys=False)),
+        "meta": (out / "meta.yaml", yaml.safe_dump(yaml_safe(meta), sort_keys=False)),
     }
     return {k: atomic_write_text(path, text) for k, (path, text) in texts.items()}
 

@@ -65,82 +65,9 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from nas.genotype import Genotype, count_parameters, extract
-from nas.runs import RunDir, RunError
-from nas.space import SearchSpace
-from nas.supernet import Supernet
-from nas.utils import atomic_torch_save, atomic_write, atomic_write_text, parse_size
-
-
-def load_search_run(path: str | Path) -> tuple[RunDir, Supernet, dict[str, Any]]:
-    """The run folder, its supernet restored from the last checkpoint, and its config."""
-    run = RunDir(path, resume=True)
-    cfg = run.load_config()
-    space_file = run.path / "space.yaml"
-    if not space_file.is_file():
-        raise RunError(f"{space_file} is missing: {run.path} is not a search run")
-    space = SearchSpace.from_yaml(space_file)
-    ckpt = run.load_checkpoint("last")
-    if ckpt is None:
-        raise RunError(f"{run.path} has no checkpoint yet (checkpoints/last.pt)")
-    net = Supernet(space)
-    net.load_state_dict(ckpt["task"]["supernet"])
-    return run, net, cfg
-
-
-def size_report(net: torch.nn.Module, input_size: tuple[int, int]) -> dict[str, Any]:
-    """Parameters, thop MACs and FlopCounterMode FLOPs of a two-input model at batch 1."""
-    from nas.flops import count_flops, count_macs_thop
-
-    return {
-        "params": count_parameters(net),
-        "input_size": list(input_size),
-        "macs_thop": int(count_macs_thop(net, input_size)),
-        "flops": int(count_flops(net, input_size).total_flops),
-    }
-
-
-def predicted_latency(
-    genotype: Genotype, input_size: tuple[int, int], cfg: dict[str, Any]
-) -> dict[str, Any]:
-    """Table-predicted latency of the derived net, or the reason it is not available."""
-    try:
-        from nas.config import from_mapping
-        from nas.latency import predict
-        from nas.search import SearchConfig, load_search_table
-
-        fields = set(SearchConfig.__dataclass_fields__)
-        scfg = from_mapping(SearchConfig, {k: v for k, v in cfg.items() if k in fields}, "run")
-        table = load_search_table(scfg, None if scfg.device == "auto" else scfg.device)
-        return {"predicted_ms": float(predict(genotype, input_size, table)), "table": table.name}
-    except Exception as e:  # noqa: BLE001 - report, do not fail the export
-        return {"predicted_ms": None, "table": None, "note": f"{type(e).__name__}: {e}"}
-
-
-def export_run(path: str | Path, max_skip: int | None = None) -> dict[str, Any]:
-    """Derive the run's genotype and write genotype.yaml, derived_init.pt, export.yaml."""
-    from nas.search import derive_genotype
-
-    run, net, cfg = load_search_run(path)
-    if max_skip is None:
-        max_skip = cfg.get("max_skip")
-    genotype = derive_genotype(net, max_skip)
-    derived = extract(net, genotype)
-    genotype.to_yaml(run.path / "genotype.yaml")
-    atomic_torch_save(
-        {"genotype": genotype.to_dict(), "state_dict": derived.state_dict()},
-        run.path / "derived_init.pt",
-    )
-    size = parse_size(cfg.get("latency_input") or cfg.get("crop") or 128)
-    report: dict[str, Any] = {
-        "run": str(run.path),
-        "genotype": genotype.to_dict(),
-        **size_report(derived, size),
-        **predicted_latency(genotype, size, cfg),
-    }
-    atomic_write_text(run.path / "export.yaml", yaml.safe_dump(report, sort_keys=False))
-    return report
-
+from nas.runs import RunError
+from nas.search import derive_run
+from nas.utils import atomic_write, atomic_write_text
 
 # --- deployable exports ------------------------------------------------------------------
 
@@ -480,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--model needs --format (state-dict, torch-export or onnx)")
     try:
         if args.run:
-            report = export_run(args.run, args.max_skip)
+            report = derive_run(args.run, args.max_skip)
             print(yaml.safe_dump(report, sort_keys=False))
             if not args.format:
                 return 0

@@ -380,6 +380,28 @@ def count_flops(
     return FlopReport(total, by_operator, by_module, size, B)
 
 
+def size_report(
+    model: nn.Module, input_size: tuple[int, int], batch: int = 1
+) -> tuple[dict[str, float], str | None]:
+    """``{params, macs, flops}`` of a two-input model at ``input_size`` (H, W) and ``batch``:
+    the parameter count, thop's MACs and FlopCounterMode's FLOPs (:func:`count_flops`). A
+    counter that fails gives NaN and its reason (second value; None when both counted)."""
+    out: dict[str, float] = {"params": float(count_params(model))}
+    problems = []
+    cpu = model.to("cpu")
+    try:
+        out["macs"] = float(count_macs_thop(cpu, input_size, batch))
+    except Exception as e:  # noqa: BLE001 - report, keep the row
+        out["macs"] = float("nan")
+        problems.append(f"thop: {type(e).__name__}: {e}")
+    try:
+        out["flops"] = float(count_flops(cpu, input_size, batch).total_flops)
+    except Exception as e:  # noqa: BLE001
+        out["flops"] = float("nan")
+        problems.append(f"FlopCounterMode: {type(e).__name__}: {e}")
+    return out, "; ".join(problems) or None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m nas.flops [--genotype NAME] [--channels C] [--size H W]``: print counts."""
     import argparse

@@ -301,13 +301,6 @@ def global_norm_stats(
             del m.forward
 
 
-def has_global_context(model: nn.Module) -> bool:
-    """True for networks whose output depends on the whole image beyond normalisation stats."""
-    from nas.baselines import LCNDR
-
-    return any(isinstance(m, LCNDR) for m in model.modules())
-
-
 # --- fusion -------------------------------------------------------------------------------
 
 
@@ -594,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
             from nas.accel import prepare_inference
 
             model = prepare_inference(resolved.model, device)  # channels_last on CUDA
-            if has_global_context(model) and args.tile > 0:
+            info = resolved.registry_info
+            if info is not None and info.global_context and args.tile > 0:
                 h, w = images[0].shape[-2:]
                 if max(h, w) > args.tile:
                     print(

@@ -39,19 +39,18 @@ import pandas as pd
 import torch
 import yaml
 
-from nas.evaluate import (
+from nas.lineup import (
     CLASSICAL_GROUP,
     EVAL_DIR,
     Log,
-    _quiet,
-    _slug,
-    _yaml_safe,
     check_trained,
     default_out_dir,
     model_group,
+    quiet,
     resolve_models,
 )
 from nas.models import ResolvedModel
+from nas.report import slug, yaml_safe
 from nas.utils import atomic_write_text
 
 # --- the MEFB no-reference protocol (``--protocol mefb``) --------------------------------
@@ -318,7 +317,7 @@ def evaluate_folder(
     from nas.latency import device_info, resolve_device
     from nas.latency.profiler import pinned_threads
 
-    log = log or _quiet
+    log = log or quiet
     tile = DEFAULT_TILE if tile is None else int(tile)
     overlap = DEFAULT_OVERLAP if overlap is None else int(overlap)
     if tile < 0 or overlap < 0 or (tile > 0 and overlap >= tile):
@@ -516,7 +515,7 @@ def evaluate_folder(
         "untrained": untrained,
         "saved_fused": saved,
         "models": {
-            r.name: {"source": r.source, "arch": _yaml_safe(r.arch), "params": n}
+            r.name: {"source": r.source, "arch": yaml_safe(r.arch), "params": n}
             for r, n in zip(models, params)
         },
     }
@@ -759,7 +758,7 @@ def folder_file_stem(meta: Mapping[str, Any]) -> str:
     """``mefb-<device fingerprint>-<data folder>[-n<pairs>]``."""
     d = meta["data"]
     spec = str(d["spec"])
-    name = _slug(Path(spec).name or spec)
+    name = slug(Path(spec).name or spec)
     tail = f"-n{d['pairs']}" if d.get("subset") else ""
     return f"mefb-{meta['device']['device_fingerprint']}-{name}{tail}"
 
@@ -788,7 +787,7 @@ def write_folder_eval(
         "csv": (out / f"{stem}.csv", result.summary.to_csv(index=False)),
         "pairs": (out / f"{stem}-pairs.csv", result.pairs.to_csv(index=False)),
         "md": (out / f"{stem}.md", folder_markdown(result)),
-        "meta": (out / f"{stem}.meta.yaml", yaml.safe_dump(_yaml_safe(meta), sort_keys=False)),
+        "meta": (out / f"{stem}.meta.yaml", yaml.safe_dump(yaml_safe(meta), sort_keys=False)),
     }
     paths = {k: atomic_write_text(p, text) for k, (p, text) in texts.items()}
     if plot:

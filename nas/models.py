@@ -62,6 +62,23 @@ class ResolvedModel:
         """True when ``model`` is a classical (non-learned) method."""
         return (self.arch or {}).get("kind") == "classical"
 
+    @property
+    def registry_info(self) -> Any:
+        """The registry's :class:`~nas.baselines.ModelInfo` of a registered model, else None."""
+        from nas.baselines import registry_info
+
+        arch = self.arch or {}
+        registered = arch.get("kind") in ("registry", "classical")
+        return registry_info(arch["name"]) if registered else None
+
+    @property
+    def misaligned(self) -> bool:
+        """The network aligns misaligned pairs (its genotype's or its registry entry's flag)."""
+        if self.genotype is not None:
+            return bool(self.genotype.arch.misaligned)
+        info = self.registry_info
+        return bool(info is not None and info.misaligned)
+
     def module(self) -> nn.Module:
         """``model`` as an ``nn.Module`` (a classical method wrapped, parameter-free)."""
         return self.model.as_module() if self.classical else self.model

@@ -16,7 +16,6 @@ Each plot has a data function (tested, returns plain data / DataFrames) and a dr
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+
+from nas.report import pareto_mask
 
 
 def alpha_frame(weights: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
@@ -161,15 +162,12 @@ def draw_alpha_trajectories(
 
 # --- evaluation tables: latency / params vs quality -------------------------------------
 
-BASELINE_NAMES: frozenset[str] = frozenset({"mef-cl", "ffmef", "lcndr", "hyperp-mb"})
-"""The fixed baselines of the registry (used when an eval table has no ``group`` column)."""
 GROUP_STYLE: dict[str, tuple[str, str]] = {
     "baseline": ("tab:blue", "s"),
     "crmef": ("tab:green", "D"),
     "searched": ("tab:red", "o"),
     "derived": ("tab:purple", "^"),
 }
-_ETA_IN_NAME = re.compile(r"(?:^|[-_])eta(\d+(?:\.\d+)?(?:e-?\d+)?)(?:$|[-_])", re.IGNORECASE)
 
 
 class PlotInputError(ValueError):
@@ -198,14 +196,7 @@ def pareto_front(
         xs = -xs
     if not maximize_y:
         ys = -ys
-    ok = np.isfinite(xs) & np.isfinite(ys)
-    mask = np.zeros(len(df), dtype=bool)
-    for i in np.flatnonzero(ok):
-        others = ok.copy()
-        others[i] = False
-        better_eq = (xs <= xs[i]) & (ys >= ys[i])
-        strictly = (xs < xs[i]) | (ys > ys[i])
-        mask[i] = not np.any(others & better_eq & strictly)
+    mask = pareto_mask(ys.tolist(), xs.tolist())
     return pd.Series(mask, index=df.index, name="is_pareto")
 
 
@@ -220,18 +211,15 @@ def quality_column(eval_df: pd.DataFrame) -> str:
     )
 
 
-def _eta_from_name(name: str) -> float:
-    m = _ETA_IN_NAME.search(str(name))
-    return float(m.group(1)) if m else float("nan")
+def _infer_group(name: str, eta: float) -> str:
+    """A table without a ``group`` column: the registry's group of a registered name, else
+    ``searched`` when the table gives an eta, else ``derived``."""
+    from nas.baselines import registry_info
 
-
-def _infer_group(row: pd.Series) -> str:
-    name = str(row.get("name", ""))
-    if str(row.get("kind", "")) == "registry" or name in BASELINE_NAMES:
-        return "crmef" if name.startswith("crmef-") else "baseline"
-    if name.startswith("crmef-"):
-        return "crmef"
-    return "searched" if np.isfinite(row["eta"]) else "derived"
+    info = registry_info(name)
+    if info is not None:
+        return info.group
+    return "searched" if np.isfinite(eta) else "derived"
 
 
 def _scatter_frame(eval_df: pd.DataFrame, x: str, quality: str | None) -> pd.DataFrame:
@@ -255,9 +243,7 @@ def _scatter_frame(eval_df: pd.DataFrame, x: str, quality: str | None) -> pd.Dat
         if "eta" in eval_df.columns
         else pd.Series(np.nan, index=eval_df.index)
     )
-    out["eta"] = [
-        e if np.isfinite(e) else _eta_from_name(n) for e, n in zip(eta.tolist(), out["name"])
-    ]
+    out["eta"] = eta.tolist()
     if "group" in eval_df.columns:
         groups = eval_df["group"].astype(str).tolist()
         out["group"] = [
@@ -265,8 +251,7 @@ def _scatter_frame(eval_df: pd.DataFrame, x: str, quality: str | None) -> pd.Dat
             for g, e in zip(groups, out["eta"])
         ]
     else:
-        tmp = pd.concat([eval_df.drop(columns=["eta"], errors="ignore"), out[["eta"]]], axis=1)
-        out["group"] = [_infer_group(r) for _, r in tmp.iterrows()]
+        out["group"] = [_infer_group(n, e) for n, e in zip(out["name"], out["eta"])]
     out["is_pareto"] = pareto_front(out, x, "quality")
     out = out[["name", x, "quality", "is_pareto", "eta", "group"]].reset_index(drop=True)
     out.attrs["quality"] = q
@@ -284,8 +269,9 @@ def tradeoff_frame(eval_df: pd.DataFrame, quality: str | None = None) -> pd.Data
     Returns:
         Columns ``name, latency_ms, quality, is_pareto, eta, group``: ``is_pareto`` marks the
         front of lower latency and higher quality; ``eta`` is the search's trade-off weight
-        (the table's ``eta``, else parsed from a run name like ``search-crmef-eta0.5``, else
-        NaN); ``group`` is ``baseline``, ``crmef``, ``searched`` (eta known) or ``derived``.
+        (the table's ``eta`` column, which :mod:`nas.evaluate` reads from each model's search
+        run; NaN without it); ``group`` is the table's, else the registry's for registered
+        names, else ``searched`` (eta known) or ``derived``.
         ``attrs["quality"]`` names the quality column.
     """
     return _scatter_frame(eval_df, "latency_ms", quality)

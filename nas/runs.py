@@ -10,6 +10,11 @@ Layout of a run::
 
 Every file is written atomically, so a run killed at any moment (``kill -9`` during a
 checkpoint write included) keeps its last complete checkpoint and can be resumed.
+
+:class:`RunDir` writes and reads a run folder; :class:`Run` is the typed record of a finished
+or running one (kind, resolved config, eta, space, genotype, latency size, eval-loader recipe,
+paths). Everything that asks "what is this run?" (evaluation, the sweep, export, plots) asks
+:meth:`Run.load` or :meth:`Run.origin_of`, never the run's name or its folders directly.
 """
 
 from __future__ import annotations
@@ -111,6 +116,166 @@ class RunDir:
             return torch.load(p, map_location=map_location, weights_only=False)
         except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
             raise RunError(f"checkpoint {p} cannot be read ({type(e).__name__}: {e})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRecipe:
+    """How a run builds its fixed evaluation batches (validation split, no augmentation):
+    the same for the search's logged eval, the retrain's checkpoint selection and a sweep's
+    scoring of a derived net (:func:`nas.data.eval_batches`)."""
+
+    data: str
+    crop: int
+    batch: int
+    batches: int
+    seed: int
+    samples: int
+    max_side: int | None = None
+
+    @property
+    def loader_seed(self) -> int:
+        """Seed of the evaluation loader: the run's seed + 2 (train + 0, architecture + 1)."""
+        return self.seed + 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What a run folder is: its kind and resolved settings, and what it produced.
+
+    Attributes:
+        path: the run folder.
+        kind: ``"search"`` or ``"train"`` (``config.yaml``'s ``kind``).
+        config: the resolved configuration as saved (plain YAML values).
+    """
+
+    path: Path
+    kind: str
+    config: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Run:
+        """The run at ``path``; :class:`RunError` naming the file when it is not a run."""
+        p = Path(path)
+        cfg = _read_yaml(p / "config.yaml")
+        if cfg is None:
+            raise RunError(f"{p / 'config.yaml'} is missing or unreadable: is {p} a run folder?")
+        kind = str(cfg.get("kind", ""))
+        if kind not in RUN_KINDS:
+            raise RunError(f"{p / 'config.yaml'}: kind {kind!r} is not one of {RUN_KINDS}")
+        return cls(p, kind, cfg)
+
+    @classmethod
+    def find(cls, path: str | Path) -> Run | None:
+        """:meth:`load`, or None when ``path`` is not a run folder."""
+        try:
+            return cls.load(path)
+        except RunError:
+            return None
+
+    @classmethod
+    def origin_of(cls, source: str | Path, _depth: int = 0) -> Run | None:
+        """The search run a model reference comes from, or None.
+
+        Follows a search run folder, a file inside one (``genotype.yaml``,
+        ``genotypes/epoch_*.yaml``, ``derived_init.pt``), a training run (or one of its
+        checkpoints) whose ``arch`` is one of those (a relative ``arch`` is taken relative to
+        the working directory).
+        """
+        if _depth > 3 or not source:
+            return None
+        p = Path(str(source))
+        if p.is_dir():
+            folders = [p.parent] if p.name == "checkpoints" else [p]
+        elif p.is_file() and p.parent.name == "checkpoints":
+            folders = [p.parent.parent]
+        else:
+            folders = [p.parent, p.parent.parent]
+        for folder in folders:
+            run = cls.find(folder)
+            if run is None:
+                continue
+            if run.kind == "search":
+                return run
+            arch = run.config.get("arch")
+            return cls.origin_of(arch, _depth + 1) if arch else None
+        return None
+
+    # --- what the run is ----------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.config.get("run_name") or self.path.name)
+
+    @property
+    def eta(self) -> float | None:
+        """A search's latency trade-off (a training run: its search's, when known)."""
+        run = self if self.kind == "search" else Run.origin_of(self.config.get("arch", ""))
+        value = None if run is None else run.config.get("eta")
+        try:
+            return None if value is None else float(value)
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def space(self) -> str | None:
+        """A search's space (name or file as given)."""
+        return self.config.get("space") if self.kind == "search" else None
+
+    @property
+    def latency_size(self) -> tuple[int, int]:
+        """(H, W) at which the run predicts latency: ``latency_input``, else the crop."""
+        from nas.utils import parse_size
+
+        return parse_size(self.config.get("latency_input") or self.config.get("crop") or 128)
+
+    @property
+    def eval_recipe(self) -> EvalRecipe:
+        c = self.config
+        return EvalRecipe(
+            data=str(c.get("data", "synthetic")),
+            crop=int(c.get("crop", 128)),
+            batch=int(c.get("batch", 8)),
+            batches=int(c.get("eval_batches", 4)),
+            seed=int(c.get("seed", 0)),
+            samples=int(c.get("samples_per_epoch", 256)),
+            max_side=c.get("max_side"),
+        )
+
+    # --- what the run wrote --------------------------------------------------------------
+    @property
+    def genotype_path(self) -> Path | None:
+        p = self.path / "genotype.yaml"
+        return p if p.is_file() else None
+
+    def genotype(self) -> Any:
+        """The derived :class:`~nas.genotype.Genotype` of a search (None before it exists)."""
+        from nas.genotype import Genotype
+
+        p = self.genotype_path
+        return None if p is None else Genotype.from_yaml(p)
+
+    def export_report(self) -> dict[str, Any]:
+        """A search's ``export.yaml`` (size, predicted latency), ``{}`` before it exists."""
+        return _read_yaml(self.path / "export.yaml") or {}
+
+    def checkpoint(self, name: str = "last") -> Path | None:
+        p = self.path / "checkpoints" / f"{name}.pt"
+        return p if p.is_file() else None
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return RunDir(self.path, resume=True).read_metrics()
+
+
+RUN_KINDS = ("search", "train")
+
+
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def resume_config(cls: type[T], args: Any) -> T | None:

@@ -55,15 +55,21 @@ import torch
 
 from nas.config import resolve, to_dict
 from nas.engine import Batch, Engine, NonFiniteLossError, validation_scores
-from nas.genotype import Genotype, derive
+from nas.genotype import Genotype, derive, extract
 from nas.latency.table import MissingLatencyEntry
 from nas.losses import build_loss, check_loss_data
 from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
-from nas.runs import RUNS_DIR, RunDir, add_photo_args, resume_config
+from nas.runs import RUNS_DIR, RunDir, RunError, add_photo_args, resume_config
 from nas.space import SearchSpace, load_space
 from nas.supernet import Supernet
-from nas.utils import parse_size, resolve_device, seed_everything
+from nas.utils import (
+    atomic_torch_save,
+    atomic_write_text,
+    parse_size,
+    resolve_device,
+    seed_everything,
+)
 
 
 @dataclass
@@ -390,6 +396,85 @@ def derive_genotype(supernet: Supernet, max_skip: int | None = None) -> Genotype
     return dataclasses.replace(g, ops=tuple((s, choice[s]) for s, _ in g.ops))
 
 
+def load_search_run(path: str | Path) -> tuple[RunDir, Supernet, dict[str, Any]]:
+    """The run folder, its supernet restored from the last checkpoint, and its config."""
+    run = RunDir(path, resume=True)
+    cfg = run.load_config()
+    space_file = run.path / "space.yaml"
+    if not space_file.is_file():
+        raise RunError(f"{space_file} is missing: {run.path} is not a search run")
+    space = SearchSpace.from_yaml(space_file)
+    ckpt = run.load_checkpoint("last")
+    if ckpt is None:
+        raise RunError(f"{run.path} has no checkpoint yet (checkpoints/last.pt)")
+    net = Supernet(space)
+    net.load_state_dict(ckpt["task"]["supernet"])
+    return run, net, cfg
+
+
+def predicted_latency(genotype: Genotype, cfg: SearchConfig) -> dict[str, Any]:
+    """Table-predicted latency of the derived net at the run's :func:`latency_size`, or the
+    reason it is not available."""
+    try:
+        from nas.latency import predict
+
+        table = load_search_table(cfg, None if cfg.device == "auto" else cfg.device)
+        ms = predict(genotype, latency_size(cfg), table)
+        return {"predicted_ms": float(ms), "table": table.name}
+    except Exception as e:  # noqa: BLE001 - report, do not fail the derivation
+        return {"predicted_ms": None, "table": None, "note": f"{type(e).__name__}: {e}"}
+
+
+def derive_run(
+    path: str | Path, max_skip: int | None = None, supernet: Supernet | None = None
+) -> dict[str, Any]:
+    """Derive a search run's network: write ``genotype.yaml``, ``derived_init.pt`` (the
+    derived net's weights inherited from the supernet, with its genotype) and ``export.yaml``
+    (genotype, parameters, MACs, FLOPs, predicted latency at the run's latency size).
+
+    Args:
+        path: the search run folder.
+        max_skip: cap on parameter-free ops (default: the run's ``max_skip``).
+        supernet: the run's trained supernet when it is in memory (the end of
+            :func:`run_search`); default: restored from the last checkpoint.
+    """
+    from nas.config import from_mapping
+    from nas.flops import size_report
+
+    if supernet is None:
+        run, supernet, raw = load_search_run(path)
+    else:
+        run = RunDir(path, resume=True)
+        raw = run.load_config()
+    fields = set(SearchConfig.__dataclass_fields__)
+    cfg = from_mapping(SearchConfig, {k: v for k, v in raw.items() if k in fields}, str(path))
+    genotype = derive_genotype(supernet, cfg.max_skip if max_skip is None else max_skip)
+    derived = extract(supernet, genotype).cpu()
+    genotype.to_yaml(run.path / "genotype.yaml")
+    atomic_torch_save(
+        {"genotype": genotype.to_dict(), "state_dict": derived.state_dict()},
+        run.path / "derived_init.pt",
+    )
+    size = latency_size(cfg)
+    sizes, problem = size_report(derived, size)
+    report: dict[str, Any] = {
+        "run": str(run.path),
+        "genotype": genotype.to_dict(),
+        "params": int(sizes["params"]),
+        "input_size": list(size),
+        "macs_thop": _int_or_none(sizes["macs"]),
+        "flops": _int_or_none(sizes["flops"]),
+        **({"size_note": problem} if problem else {}),
+        **predicted_latency(genotype, cfg),
+    }
+    atomic_write_text(run.path / "export.yaml", _yaml(report))
+    return report
+
+
+def _int_or_none(v: float) -> int | None:
+    return None if v != v else int(v)
+
+
 def build_space(cfg: SearchConfig) -> SearchSpace:
     space = load_space(cfg.space)
     return space.with_channels(cfg.channels) if cfg.channels else space
@@ -434,7 +519,6 @@ def make_penalty(cfg: SearchConfig, supernet: Supernet, device: torch.device) ->
 def run_search(cfg: SearchConfig, resume: bool = False, progress: bool = True) -> Path:
     """Run (or resume) a search; returns the run folder."""
     from nas.data import build_dataset, make_loader
-    from nas.export import export_run
 
     device = resolve_device(cfg.device)
     space = build_space(cfg)
@@ -469,7 +553,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, progress: bool = True) -
     task = SearchTask(supernet, cfg, penalty, device, eval_batches)
     engine = Engine(run, task, train_loader, cfg.epochs, val_loader, cfg.steps_per_epoch, progress)
     engine.fit(resume=resume)
-    export_run(run.path)
+    derive_run(run.path, supernet=task.net)
     return run.path
 
 

@@ -227,13 +227,13 @@ def run_train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
 
 
 def _run_train(cfg: TrainConfig, env: distributed.DistEnv, resume: bool, progress: bool) -> Path:
+    from nas.baselines import width_kwargs
     from nas.data import build_dataset, make_loader
 
     device = env.device
     seed_everything(cfg.seed)
     # --channels sets the width of the CRMEF registry models only (baselines keep their papers')
-    kwargs = {"channels": cfg.channels} if cfg.channels and cfg.arch.startswith("crmef-") else {}
-    resolved = resolve_model(cfg.arch, **kwargs)
+    resolved = resolve_model(cfg.arch, **width_kwargs(cfg.arch, cfg.channels))
     is_registry = resolved.arch["kind"] == "registry"
     model = resolved.model
     if cfg.init == "scratch" and not is_registry:
@@ -274,8 +274,7 @@ def _run_train(cfg: TrainConfig, env: distributed.DistEnv, resume: bool, progres
         )
     mis = cfg.misaligned
     if mis is None:
-        g = resolved.genotype
-        mis = bool(g is not None and g.arch.misaligned) or resolved.name == "crmef-misaligned"
+        mis = resolved.misaligned
     data_kw = dict(length=cfg.samples_per_epoch, max_side=cfg.max_side, cache=cfg.cache)
     train = build_dataset(cfg.data, "train", cfg.crop, mis, cfg.seed, **data_kw)
     val = build_dataset(cfg.data, "val", cfg.crop, mis, cfg.seed, **data_kw)

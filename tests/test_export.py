@@ -137,12 +137,12 @@ def test_search_run_with_format_derives_then_exports(tmp_path: Path, monkeypatch
     run.mkdir()
     g = CRMEF_GENERAL.with_channels(8)
 
-    def fake_export_run(path, max_skip=None):  # stands in for the derivation of a search run
+    def fake_derive_run(path, max_skip=None):  # stands in for the derivation of a search run
         torch.save({"genotype": g.to_dict(), "state_dict": build(g).state_dict()}, run / "d.pt")
         (run / "d.pt").rename(run / "derived_init.pt")
         return {"run": str(path)}
 
-    monkeypatch.setattr(export, "export_run", fake_export_run)
+    monkeypatch.setattr(export, "derive_run", fake_derive_run)
     assert export.main([str(run), "--format", "state-dict"]) == 0
     assert (run / "export" / "model.pt").is_file()
     assert resolve_model(run / "export" / "model.pt").genotype == g

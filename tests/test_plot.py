@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -71,13 +70,14 @@ def test_tradeoff_frame() -> None:
     assert g["quality"].tolist() == _eval_df()["mef_ssim"].tolist()
 
 
-def test_tradeoff_frame_infers_group_and_eta() -> None:
+def test_tradeoff_frame_infers_group_from_registry_not_names() -> None:
     df = _eval_df().drop(columns=["group", "eta"])
-    df.loc[3, "name"] = "search-crmef-eta0.25"
+    df.loc[3, "name"] = "search-crmef-eta0.25"  # a run name is not parsed
     f = tradeoff_frame(df)
-    assert f["group"].tolist()[:4] == ["baseline", "baseline", "crmef", "searched"]
-    assert f.loc[3, "eta"] == 0.25
-    assert math.isnan(f.loc[4, "eta"]) and f.loc[4, "group"] == "derived"
+    assert f["group"].tolist()[:4] == ["baseline", "baseline", "crmef", "derived"]
+    assert f["eta"].isna().all()
+    with_eta = tradeoff_frame(_eval_df().drop(columns=["group"]))
+    assert with_eta.loc[3, "group"] == "searched" and with_eta.loc[3, "eta"] == 1.0
 
 
 def test_params_frame() -> None:

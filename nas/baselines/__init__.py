@@ -36,6 +36,8 @@ from nas.baselines.registry import (
     is_model,
     list_models,
     register_model,
+    registry_info,
+    width_kwargs,
 )
 
 __all__ = [
@@ -47,6 +49,8 @@ __all__ = [
     "create_fusion",
     "create_model",
     "get_model_info",
+    "registry_info",
+    "width_kwargs",
     "is_classical",
     "is_model",
     "list_models",

@@ -19,13 +19,28 @@ from nas.genotype import CRMEF_GENERAL, CRMEF_MISALIGNED, Genotype, build
 _PAPER = "Liu et al., Searching a Compact Architecture for Robust MEF (CRMEF), TCSVT 2024"
 
 
-@register_model("crmef-general", paper=_PAPER, color_space="rgb", loss="crmef")
+@register_model(
+    "crmef-general",
+    paper=_PAPER,
+    color_space="rgb",
+    loss="crmef",
+    group="crmef",
+    width_param="channels",
+)
 def crmef_general(channels: int = 64, style: str = "authors") -> nn.Module:
     """General scenes: relighting slots all 3x3 conv; detail RDConv, RDConv, RConv, RConv."""
     return build(_at(CRMEF_GENERAL.with_channels(channels), style))
 
 
-@register_model("crmef-misaligned", paper=_PAPER, color_space="rgb", loss="crmef")
+@register_model(
+    "crmef-misaligned",
+    paper=_PAPER,
+    color_space="rgb",
+    loss="crmef",
+    group="crmef",
+    width_param="channels",
+    misaligned=True,
+)
 def crmef_misaligned(channels: int = 64, style: str = "authors") -> nn.Module:
     """Misaligned scenes: deformable alignment (5x5 x3, 3x3) before the detail module."""
     return build(_at(CRMEF_MISALIGNED.with_channels(channels), style))

@@ -126,6 +126,7 @@ class _EdgeRevision(nn.Module):
     color_space="ycbcr-y",
     loss="lcndr",
     ref_params=100_000,
+    global_context=True,
 )
 class LCNDR(nn.Module):
     """LCNDR: two shared-weight branches (CEM + SAM + ERM) predict a map per exposure.

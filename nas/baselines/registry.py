@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 KINDS: tuple[str, ...] = ("network", "classical")
+GROUPS: tuple[str, ...] = ("baseline", "crmef", "classical")
 """The kinds of registry entry (see the module docstring)."""
 
 ModelFactory = Callable[..., nn.Module]
@@ -70,6 +71,13 @@ class ModelInfo:
         extra: any further metadata passed to :func:`register_model`.
         kind: ``"network"`` (factory returns an ``nn.Module``) or ``"classical"`` (factory
             returns a :class:`~nas.classical.ClassicalFusion`; nothing to train).
+        group: where the model stands in a comparison: ``"baseline"`` (a fixed network of
+            another paper), ``"crmef"`` (a published CRMEF genotype) or ``"classical"``.
+        width_param: the factory keyword that sets the network's width (``"channels"`` for
+            the CRMEF genotypes; None: the paper's width is fixed).
+        misaligned: the network aligns misaligned pairs (trains on misaligned data).
+        global_context: the output depends on the whole image beyond normalisation
+            statistics (tiling only approximates it).
     """
 
     name: str
@@ -80,6 +88,10 @@ class ModelInfo:
     ref_params: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     kind: str = "network"
+    group: str = "baseline"
+    width_param: str | None = None
+    misaligned: bool = False
+    global_context: bool = False
 
     @property
     def classical(self) -> bool:
@@ -98,6 +110,10 @@ def register_model(
     loss: str = "l1",
     ref_params: int | None = None,
     kind: str = "network",
+    group: str | None = None,
+    width_param: str | None = None,
+    misaligned: bool = False,
+    global_context: bool = False,
     **extra: Any,
 ) -> Callable[[F], F]:
     """Decorator that registers a model class or factory function under ``name``.
@@ -108,9 +124,14 @@ def register_model(
         name: registry name.
         paper, color_space, loss, ref_params, extra: metadata stored in :class:`ModelInfo`.
         kind: ``"network"`` (default) or ``"classical"``.
+        group, width_param, misaligned, global_context: see :class:`ModelInfo` (``group``
+            defaults to ``"classical"`` for classical methods, else ``"baseline"``).
     """
     if kind not in KINDS:
         raise ValueError(f"register_model({name!r}): kind must be one of {KINDS}, got {kind!r}")
+    group = group or ("classical" if kind == "classical" else "baseline")
+    if group not in GROUPS:
+        raise ValueError(f"register_model({name!r}): group must be one of {GROUPS}, got {group!r}")
 
     def deco(factory: F) -> F:
         if name in _REGISTRY:
@@ -118,7 +139,18 @@ def register_model(
         if not callable(factory):
             raise TypeError(f"register_model({name!r}) needs a class or function")
         _REGISTRY[name] = ModelInfo(
-            name, factory, paper, color_space, loss, ref_params, dict(extra), kind
+            name,
+            factory,
+            paper,
+            color_space,
+            loss,
+            ref_params,
+            dict(extra),
+            kind,
+            group,
+            width_param,
+            misaligned,
+            global_context,
         )
         return factory
 
@@ -160,6 +192,22 @@ def get_model_info(name: str) -> ModelInfo:
     except KeyError:
         valid = ", ".join(list_models()) or "(none registered)"
         raise KeyError(f"unknown model {name!r}; valid models: {valid}") from None
+
+
+def registry_info(name: str) -> ModelInfo | None:
+    """The :class:`ModelInfo` of ``name`` when it is registered, else None (a run folder, a
+    file, ...)."""
+    return _REGISTRY.get(str(name))
+
+
+def width_kwargs(name: str, channels: int | None) -> dict[str, int]:
+    """``{width_param: channels}`` for a registered model whose width can be set (the CRMEF
+    genotypes), ``{}`` otherwise or when ``channels`` is None: ``--channels`` leaves the
+    fixed baselines at their papers' widths."""
+    info = registry_info(name)
+    if channels is None or info is None or info.width_param is None:
+        return {}
+    return {info.width_param: int(channels)}
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
