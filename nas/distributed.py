@@ -143,9 +143,14 @@ def setup(device: torch.device | str) -> DistEnv:
     return DistEnv(dist.get_rank(), dist.get_world_size(), local, device, backend)
 
 
-def cleanup() -> None:
-    """Leave the process group (no-op when none)."""
+def cleanup(barrier: bool = True) -> None:
+    """Leave the process group (no-op when none). After a run that finished on every rank,
+    wait for all first (``barrier``): a rank that tears down its gloo connections while
+    another still uses them aborts the process at exit. After an error, leave at once (the
+    other ranks may never reach a barrier)."""
     if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 
