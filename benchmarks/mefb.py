@@ -217,7 +217,8 @@ def evaluate_phase(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from nas.mefb import folder_markdown, merge_folder_evals, write_folder_eval
+    from nas.mefb import merge_folder_evals
+    from nas.mefb_report import folder_markdown, write_folder_eval
 
     models = sorted((args.out / "models").glob("*.pt"))
     if not models:

@@ -84,7 +84,8 @@ def resolve(
     presets: Mapping[str, Mapping[str, Any]] | None = None,
     base: T | None = None,
 ) -> T:
-    """Defaults (or ``base``) <- preset <- YAML (``args.config``) <- flags set on the CLI.
+    """Defaults (or ``base``) <- preset <- YAML (``args.config``) <- ``--set KEY=VALUE``
+    (``args.set``: pairs) <- flags set on the CLI.
 
     Flags are the namespace entries that are fields of ``cls`` and not None (CLIs use
     ``default=None`` for every overridable flag so unset flags do not mask the file).
@@ -97,6 +98,8 @@ def resolve(
         cfg = from_mapping(cls, presets[preset], f"preset {preset!r}", cfg)
     if getattr(args, "config", None):
         cfg = load_yaml_config(cls, args.config, cfg)
+    if getattr(args, "set", None):
+        cfg = from_mapping(cls, dict(args.set), "--set", cfg)
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     flags = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     return from_mapping(cls, flags, "command line", cfg)

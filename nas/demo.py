@@ -23,6 +23,9 @@ from pathlib import Path
 
 import torch
 
+from nas.cli import add_device
+from nas.utils import resolve_device
+
 DEMO_DIR = Path("results") / "demo"
 BASELINES = ("mef-cl", "ffmef", "lcndr", "hyperp-mb")
 
@@ -157,15 +160,19 @@ def _fuse_example(model_ref: str, out: Path, device: str) -> None:
     print(f"fused {tuple(photo.shape[1:])} pair with {Path(model_ref).name}: {out}/fuse-*.png")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nas.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=DEMO_DIR, help=f"output folder ({DEMO_DIR})")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device(p)
     p.add_argument("--epochs", type=int, default=12, help="retraining epochs (12)")
     p.add_argument("--keep", action="store_true", help="do not clear the output folder first")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     torch.manual_seed(0)
-    run_demo(args.out, args.device, args.epochs, fresh=not args.keep)
+    run_demo(args.out, str(resolve_device(args.device)), args.epochs, fresh=not args.keep)
     return 0
 
 

@@ -49,6 +49,7 @@ real pair folders at full resolution, beside MEFB's published table).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -62,6 +63,7 @@ import torch
 import yaml
 
 from nas import report
+from nas.cli import add_device, add_progress
 from nas.latency.table import MissingLatencyEntry
 from nas.lineup import (
     BASELINE_GROUP,
@@ -71,11 +73,17 @@ from nas.lineup import (
     check_trained,
     default_out_dir,
     genotype_text,
-    is_derived,
     model_group,
     quiet,
     resolve_models,
     search_eta,
+)
+from nas.measure import (
+    eval_dataset,
+    load_latency_table,
+    measure_quality,
+    measure_size,
+    predict_all,
 )
 from nas.models import ModelRefError, ResolvedModel
 from nas.report import slug, yaml_safe
@@ -135,184 +143,11 @@ _MD_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-# --- the parts of the evaluation -----------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """What one evaluation measures, and how (the CLI's flags; :func:`evaluate_models`).
 
-
-def _eval_dataset(
-    data: str | Path,
-    split: str,
-    crop: int | None,
-    misaligned: bool,
-    seed: int,
-    max_images: int | None,
-) -> torch.utils.data.Dataset:
-    from nas.data import build_dataset
-
-    if max_images is not None and max_images < 1:
-        raise ValueError(f"max_images must be >= 1, got {max_images}")
-    ds = build_dataset(data, split, crop, misaligned, seed)
-    n = len(ds)  # type: ignore[arg-type]
-    if n == 0:
-        raise ValueError(f"data {str(data)!r}, split {split!r}: no images")
-    if max_images is not None and max_images < n:
-        ds = torch.utils.data.Subset(ds, range(max_images))
-    return ds
-
-
-def measure_quality(
-    models: Sequence[ResolvedModel],
-    dataset: torch.utils.data.Dataset,
-    device: torch.device,
-    batch_size: int = 4,
-    log: Log = quiet,
-) -> tuple[list[dict[str, float]], int, bool]:
-    """Mean metrics per model over ``dataset`` (each batch loaded once, run through every model).
-
-    Returns:
-        ``(per-model {metric: mean}, number of images, whether the data had ground truth)``.
-    """
-    from nas.data import make_loader
-    from nas.metrics import compute_all
-
-    loader = make_loader(dataset, batch_size, shuffle=False)
-    sums: list[dict[str, float]] = [{} for _ in models]
-    n_img = 0
-    has_gt = True
-    nets = [r.module().to(device).eval() for r in models]
-    with torch.inference_mode():
-        for bi, batch in enumerate(loader):
-            under = batch["under"].to(device)
-            over = batch["over"].to(device)
-            gt = batch.get("gt")
-            has_gt = has_gt and gt is not None
-            gt = gt.to(device) if gt is not None else None
-            b = int(under.shape[0])
-            for r, net, acc in zip(models, nets, sums):
-                try:
-                    fused = net(under, over).float().clamp(0, 1)
-                except Exception as e:  # noqa: BLE001 - name the model and images
-                    names = batch.get("name", [])
-                    raise RuntimeError(
-                        f"model {r.name} failed on images {list(names)[:4]} of shape "
-                        f"{tuple(under.shape)}: {type(e).__name__}: {e}"
-                    ) from e
-                m = compute_all(fused, under.float(), over.float(), gt.float() if has_gt else None)
-                for k, v in m.items():
-                    acc[k] = acc.get(k, 0.0) + v * b
-            n_img += b
-            log(f"  quality: batch {bi + 1}/{len(loader)} ({n_img} images)")
-    if n_img == 0:
-        raise ValueError("the evaluation data yielded no images")
-    means = [{k: v / n_img for k, v in acc.items()} for acc in sums]
-    if not has_gt:  # a batch without GT drops reference metrics for all
-        ref = {"psnr", "ssim", "ms_ssim", "fsim", "lpips"}
-        means = [{k: v for k, v in m.items() if k not in ref} for m in means]
-    return means, n_img, has_gt
-
-
-def measure_size(model: Any, size: int) -> tuple[dict[str, float], str | None]:
-    """``{params, macs, flops}`` per image at ``size`` x ``size``; a counter that fails gives
-    NaN and a reason. A classical method (:mod:`nas.classical`) has 0 parameters and no
-    MACs/FLOPs count (NaN: the counters only see torch ops)."""
-    from nas.classical import ClassicalFusion, ClassicalModule
-    from nas.flops import size_report
-
-    if isinstance(model, ClassicalFusion | ClassicalModule):
-        return {"params": 0.0, "macs": float("nan"), "flops": float("nan")}, None
-    return size_report(model, (size, size))
-
-
-def _load_table(
-    device: torch.device,
-    threads: int,
-    batch: int,
-    size: int,
-    path: str | Path | None,
-    allow_foreign: bool,
-) -> tuple[Any, str | None]:
-    """This device's latency table for ``batch`` (preferably profiled at ``size``), or the
-    reason there is none."""
-    from nas.latency import LatencyTable, LatencyTableError
-
-    try:
-        if path is not None:
-            table = LatencyTable.load(path=path, device=str(device), allow_foreign=allow_foreign)
-            if table.batch != batch:
-                return None, (
-                    f"latency table {path} is at batch {table.batch}, the measurement at batch "
-                    f"{batch}; profile one with --batch {batch}"
-                )
-            return table, None
-        kw = dict(device=str(device), allow_foreign=allow_foreign, threads=threads, batch=batch)
-        try:
-            return LatencyTable.load(input_size=(size, size), **kw), None
-        except LatencyTableError as exact:
-            try:  # a table at another input size may still hold the rows this size needs
-                other = LatencyTable.load(**kw)
-            except LatencyTableError:
-                return None, str(exact)
-            return other, (
-                f"no table profiled at {size}x{size}; using {other.path} (profiled at "
-                f"{other.meta.get('input_size')}), whose rows may not cover this size. {exact}"
-            )
-    except LatencyTableError as e:
-        return None, str(e)
-
-
-def _predict_all(
-    models: Sequence[ResolvedModel],
-    table: Any,
-    size: int,
-) -> tuple[list[float], dict[str, str]]:
-    from nas.latency import MissingLatencyEntry, predict
-
-    preds: list[float] = []
-    reasons: dict[str, str] = {}
-    for r in models:
-        if not is_derived(r.model):
-            preds.append(float("nan"))
-            continue
-        try:
-            net = r.model.to("cpu")
-            target = r.genotype if r.genotype is not None else net
-            preds.append(float(predict(target, (size, size), table)))
-        except (MissingLatencyEntry, KeyError, ValueError) as e:
-            preds.append(float("nan"))
-            reasons[r.name] = str(e).strip("'\"")
-    return preds, reasons
-
-
-# --- the library entry point -------------------------------------------------------------
-
-
-def evaluate_models(
-    refs: Sequence[str | Path | ResolvedModel],
-    data: str | Path = "synthetic",
-    split: str = "test",
-    crop: int | None = 128,
-    max_images: int | None = None,
-    *,
-    batch_size: int = 4,
-    misaligned: bool = False,
-    device: str | torch.device | None = None,
-    latency_size: int = 128,
-    latency_batch: int = 1,
-    reps: int = 50,
-    rounds: int = 5,
-    warmup: int = 5,
-    threads: int | None = None,
-    allow_untrained: bool = False,
-    latency_table: str | Path | None = None,
-    allow_foreign_table: bool = False,
-    seed: int = 0,
-    channels: int | None = None,
-    model_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-    log: Log | None = None,
-) -> pd.DataFrame:
-    """Evaluate models on quality, size, FLOPs and latency in one run (module docstring).
-
-    Args:
-        refs: model references (:func:`nas.models.resolve_model`) or resolved models.
+    Attributes:
         data: ``"synthetic"`` or a data path (:func:`nas.data.build_dataset`).
         split: ``train``, ``val``, ``test`` or ``all``.
         crop: central crop size of the evaluated images; ``None``: full images (then one
@@ -320,7 +155,7 @@ def evaluate_models(
         max_images: evaluate at most this many images (the first ones, in order).
         batch_size: images per forward pass for the quality metrics.
         misaligned: warp one input by a random homography (misaligned evaluation data).
-        device: ``cpu``, ``cuda``, ``cuda:N``; None: CUDA when present, else CPU. Quality and
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``; quality and
             latency run on it.
         latency_size, latency_batch: input ``(latency_batch, 3, S, S)`` of the latency
             measurement; params, MACs and FLOPs are counted per image at ``S x S``.
@@ -331,7 +166,68 @@ def evaluate_models(
         latency_table, allow_foreign_table: an explicit table for the predicted latency, and
             accepting another device's table.
         seed: data seed (crop positions, synthetic exposures, homographies).
-        channels: width of the ``crmef-*`` registry models given by name.
+        channels: width of the registry models given by name that have one.
+    """
+
+    data: str | Path = "synthetic"
+    split: str = "test"
+    crop: int | None = 128
+    max_images: int | None = None
+    batch_size: int = 4
+    misaligned: bool = False
+    device: str | torch.device | None = "auto"
+    latency_size: int = 128
+    latency_batch: int = 1
+    reps: int = 50
+    rounds: int = 5
+    warmup: int = 5
+    threads: int | None = None
+    allow_untrained: bool = False
+    latency_table: str | Path | None = None
+    allow_foreign_table: bool = False
+    seed: int = 0
+    channels: int | None = None
+
+    def __post_init__(self) -> None:
+        from nas.data.base import check_split
+
+        check_split(self.split)
+        if self.crop is not None and self.crop < 1:
+            raise ValueError(f"crop must be >= 1 (or None for full images), got {self.crop}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.reps < 1 or self.rounds < 1 or self.warmup < 0:
+            raise ValueError(
+                f"need reps >= 1, rounds >= 1, warmup >= 0; got {self.reps}, {self.rounds}, "
+                f"{self.warmup}"
+            )
+        if self.latency_size < 4 or self.latency_batch < 1:
+            raise ValueError(
+                f"need latency_size >= 4 and latency_batch >= 1, got {self.latency_size}, "
+                f"{self.latency_batch}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+    @property
+    def quality_batch(self) -> int:
+        return self.batch_size if self.crop is not None else 1
+
+
+def evaluate_models(
+    refs: Sequence[str | Path | ResolvedModel],
+    settings: EvalSettings | None = None,
+    *,
+    model_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    log: Log | None = None,
+    **fields: Any,
+) -> pd.DataFrame:
+    """Evaluate models on quality, size, FLOPs and latency in one run (module docstring).
+
+    Args:
+        refs: model references (:func:`nas.models.resolve_model`) or resolved models.
+        settings: what to measure and how (default :class:`EvalSettings`); ``fields``
+            (:class:`EvalSettings` field names) override it.
         model_kwargs: ``{registry name: {keyword: value}}`` for registry models given by name.
         log: progress messages (e.g. ``print``); None: silent.
 
@@ -344,77 +240,60 @@ def evaluate_models(
         ``allow_untrained``. ValueError / FileNotFoundError: bad data or settings.
     """
     from nas.data import describe_spec
-    from nas.data.base import check_split
-    from nas.latency import ProfileSettings, device_info, measure_networks, resolve_device
+    from nas.latency import ProfileSettings, measure_networks, resolve_device
 
+    s = dataclasses.replace(settings or EvalSettings(), **fields)
     log = log or quiet
-    check_split(split)
-    if crop is not None and crop < 1:
-        raise ValueError(f"crop must be >= 1 (or None for full images), got {crop}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if reps < 1 or rounds < 1 or warmup < 0:
-        raise ValueError(
-            f"need reps >= 1, rounds >= 1, warmup >= 0; got {reps}, {rounds}, {warmup}"
-        )
-    if latency_size < 4 or latency_batch < 1:
-        raise ValueError(
-            f"need latency_size >= 4 and latency_batch >= 1, got {latency_size}, {latency_batch}"
-        )
-    data_kind = describe_spec(data)  # FileNotFoundError / ValueError for a bad path
-    dev = resolve_device(None if str(device) == "auto" else device)
-    n_threads = torch.get_num_threads() if threads is None else int(threads)
-    if n_threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-
-    models = resolve_models(refs, channels, model_kwargs)
-    untrained = check_trained(models, allow_untrained, log)
+    data_kind = describe_spec(s.data)  # FileNotFoundError / ValueError for a bad path
+    dev = resolve_device(None if str(s.device) == "auto" else s.device)
+    n_threads = torch.get_num_threads() if s.threads is None else int(s.threads)
+    models = resolve_models(refs, s.channels, model_kwargs)
+    untrained = check_trained(models, s.allow_untrained, log)
     t_start = time.perf_counter()
 
     # 1) params / MACs / FLOPs (CPU, per image at the latency resolution)
     sizes, notes = [], {}
     for r in models:
         log(f"counting params/MACs/FLOPs: {r.name}")
-        s, problem = measure_size(r.model, latency_size)
-        sizes.append(s)
+        size, problem = measure_size(r, s.latency_size)
+        sizes.append(size)
         if problem:
             notes[r.name] = problem
 
     # 2) quality on the chosen split
-    ds = _eval_dataset(data, split, crop, misaligned, seed, max_images)
-    log(f"quality: {len(ds)} image(s) of {data} ({data_kind}, split {split})")  # type: ignore[arg-type]
-    quality, n_img, has_gt = measure_quality(
-        models, ds, dev, batch_size if crop is not None else 1, log
-    )
+    ds = eval_dataset(s.data, s.split, s.crop, s.misaligned, s.seed, s.max_images)
+    log(f"quality: {len(ds)} image(s) of {s.data} ({data_kind}, split {s.split})")  # type: ignore[arg-type]
+    quality, n_img, has_gt = measure_quality(models, ds, dev, s.quality_batch, log)
 
     # 3) measured latency, all models interleaved in the same run
-    settings = ProfileSettings(
+    profile = ProfileSettings(
         device=str(dev),
-        batch=latency_batch,
-        input_size=(latency_size, latency_size),
-        warmup=warmup,
-        reps=reps,
-        rounds=min(rounds, reps),
+        batch=s.latency_batch,
+        input_size=(s.latency_size, s.latency_size),
+        warmup=s.warmup,
+        reps=s.reps,
+        rounds=min(s.rounds, s.reps),
         threads=n_threads,
-        seed=seed,
+        seed=s.seed,
     )
     log(
-        f"latency: {len(models)} model(s), {latency_batch}x3x{latency_size}x{latency_size}, "
-        f"{reps} reps in {settings.rounds} rounds, {warmup} warm-up, {n_threads} thread(s)"
+        f"latency: {len(models)} model(s), {s.latency_batch}x3x{s.latency_size}x"
+        f"{s.latency_size}, {s.reps} reps in {profile.rounds} rounds, {s.warmup} warm-up, "
+        f"{n_threads} thread(s)"
     )
-    stats = measure_networks([r.module() for r in models], settings)
+    stats = measure_networks([r.module() for r in models], profile)
 
     # 4) predicted latency of derived nets from this device's table
-    table, table_note = _load_table(
-        dev, n_threads, latency_batch, latency_size, latency_table, allow_foreign_table
+    table, table_note = load_latency_table(
+        dev, n_threads, s.latency_batch, s.latency_size, s.latency_table, s.allow_foreign_table
     )
     if table is not None:
-        preds, pred_reasons = _predict_all(models, table, latency_size)
+        preds, pred_reasons = predict_all(models, table, s.latency_size)
     else:
         preds, pred_reasons = [float("nan")] * len(models), {}
 
     rows = []
-    for r, q, s, st, pr in zip(models, quality, sizes, stats, preds):
+    for r, q, size, st, pr in zip(models, quality, sizes, stats, preds):
         row: dict[str, Any] = {
             "name": r.name,
             "kind": (r.arch or {}).get("kind", "?"),
@@ -423,7 +302,7 @@ def evaluate_models(
             "eta": search_eta(r),
         }
         row.update({k: q.get(k, float("nan")) for k in QUALITY_COLUMNS})
-        row.update(s)
+        row.update(size)
         row.update(
             latency_ms=st.median_ms,
             latency_p10_ms=st.p10_ms,
@@ -445,42 +324,74 @@ def evaluate_models(
         df["speedup"] = float(df.loc[i, "latency_ms"]) / df["latency_ms"]
     else:
         df["speedup"] = float("nan")
+    meta = _meta(s, dev, n_threads, profile, data_kind, n_img, has_gt)
+    meta["speedup"] = {
+        "definition": "latency_ms(fastest baseline) / latency_ms(model); > 1 is faster",
+        "baselines": [str(n) for n in base["name"]],
+        "reference": fastest,
+        "note": None if fastest else "no baseline (non-crmef registry model) evaluated",
+    }
+    meta["predicted_latency"] = {
+        "table": str(table.path) if table is not None and table.path else None,
+        "table_device": table.device_fingerprint if table is not None else None,
+        "reason": table_note,
+        "not_predicted": pred_reasons,
+        "note": "only derived nets (genotypes, crmef-*) are predicted",
+    }
+    meta["untrained"] = untrained
+    meta["size_notes"] = notes
+    meta["models"] = {r.name: {"source": r.source, "arch": yaml_safe(r.arch)} for r in models}
+    meta["latency"]["seconds_total"] = round(time.perf_counter() - t_start, 2)
+    df.attrs["meta"] = meta
+    return df
 
-    info = device_info(dev, n_threads)
-    meta: dict[str, Any] = {
+
+def _meta(
+    s: EvalSettings,
+    dev: torch.device,
+    n_threads: int,
+    profile: Any,
+    data_kind: str,
+    n_img: int,
+    has_gt: bool,
+) -> dict[str, Any]:
+    """What ``meta.yaml`` says about the run's data, sizes and latency measurement."""
+    from nas.latency import device_info
+
+    return {
         "tool": "python -m nas.evaluate",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "device": info,
+        "device": device_info(dev, n_threads),
         "torch": torch.__version__,
         "data": {
-            "spec": str(data),
+            "spec": str(s.data),
             "kind": data_kind,
-            "split": split,
-            "crop": crop,
-            "full_images": crop is None,
-            "misaligned": bool(misaligned),
-            "seed": seed,
+            "split": s.split,
+            "crop": s.crop,
+            "full_images": s.crop is None,
+            "misaligned": bool(s.misaligned),
+            "seed": s.seed,
             "images": n_img,
-            "max_images": max_images,
+            "max_images": s.max_images,
             "ground_truth": bool(has_gt),
-            "quality_batch": batch_size if crop is not None else 1,
+            "quality_batch": s.quality_batch,
             "metrics": "batch means weighted by batch size = mean over all images; outputs "
             "clamped to [0, 1]"
             + ("" if has_gt else "; no ground truth: PSNR/SSIM/MS-SSIM/FSIM left empty"),
         },
         "size": {
-            "resolution": [latency_size, latency_size],
+            "resolution": [s.latency_size, s.latency_size],
             "batch": 1,
             "macs": "thop (modules only), multiply-accumulates per image",
             "flops": "torch FlopCounterMode + bilinear interpolation + deformable sampling, "
             "per image (2 FLOPs per MAC)",
         },
         "latency": {
-            "resolution": [latency_size, latency_size],
-            "batch": latency_batch,
-            "reps": reps,
-            "rounds": settings.rounds,
-            "warmup": warmup,
+            "resolution": [s.latency_size, s.latency_size],
+            "batch": s.latency_batch,
+            "reps": s.reps,
+            "rounds": profile.rounds,
+            "warmup": s.warmup,
             "threads": n_threads,
             "dtype": "float32",
             "statistic": "median over all reps (p10, p90 also given), ms per batch",
@@ -490,32 +401,13 @@ def evaluate_models(
             + "; all models interleaved round by round in the same run",
             "seconds_total": None,
         },
-        "speedup": {
-            "definition": "latency_ms(fastest baseline) / latency_ms(model); > 1 is faster",
-            "baselines": [str(n) for n in base["name"]],
-            "reference": fastest,
-            "note": None if fastest else "no baseline (non-crmef registry model) evaluated",
-        },
-        "predicted_latency": {
-            "table": str(table.path) if table is not None and table.path else None,
-            "table_device": table.device_fingerprint if table is not None else None,
-            "reason": table_note,
-            "not_predicted": pred_reasons,
-            "note": "only derived nets (genotypes, crmef-*) are predicted",
-        },
-        "untrained": untrained,
-        "size_notes": notes,
-        "models": {r.name: {"source": r.source, "arch": yaml_safe(r.arch)} for r in models},
     }
-    meta["latency"]["seconds_total"] = round(time.perf_counter() - t_start, 2)
-    df.attrs["meta"] = meta
-    return df
 
 
 # --- output ------------------------------------------------------------------------------
 
 
-def dataslug(meta: Mapping[str, Any]) -> str:
+def data_slug(meta: Mapping[str, Any]) -> str:
     """``synthetic-test-c128`` / ``<folder>-test-full`` (+ ``-mis``, ``-n<max_images>``)."""
     d = meta["data"]
     spec = str(d["spec"])
@@ -532,7 +424,7 @@ def eval_file_stem(meta: Mapping[str, Any]) -> str:
     """``eval-<device-fingerprint>-<data>-s<latency size>-b<latency batch>``."""
     lat = meta["latency"]
     fp = meta["device"]["device_fingerprint"]
-    return f"eval-{fp}-{dataslug(meta)}-s{lat['resolution'][0]}-b{lat['batch']}"
+    return f"eval-{fp}-{data_slug(meta)}-s{lat['resolution'][0]}-b{lat['batch']}"
 
 
 def _fmt(v: Any, col: str) -> str:
@@ -650,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4, help="images per batch for quality")
     p.add_argument("--misaligned", action="store_true", help="misaligned evaluation data")
     p.add_argument("--channels", type=int, help="width of crmef-* registry models")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
+    add_device(p)
     p.add_argument("--latency-size", dest="latency_size", type=int, default=128)
     p.add_argument("--latency-batch", dest="latency_batch", type=int, default=1)
     p.add_argument("--reps", type=int, default=50, help="timed calls per model (all rounds)")
@@ -667,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="evaluate untrained models (flagged) instead of refusing them",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_progress(p, "--quiet")
     m = p.add_argument_group(
         "--protocol mefb",
         "MEFB's no-reference protocol on a folder of pairs (MEFB <Scene>/<Scene>_A|_B.*, "
@@ -718,14 +610,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def log(msg: str) -> None:
-        if not args.quiet or msg.startswith("WARNING"):
+        if not args.no_progress or msg.startswith("WARNING"):
             print(msg, file=sys.stderr, flush=True)
 
     if args.protocol == "mefb":
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="WARNING: untrained")
-                from nas.mefb import main_folder
+                from nas.mefb_report import main_folder
 
                 return main_folder(args, argv, log)
         except (
@@ -740,12 +632,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="WARNING: untrained")
-            df = evaluate_models(
-                args.models,
-                args.data,
-                args.split,
-                None if args.full else args.crop,
-                args.max_images,
+            settings = EvalSettings(
+                data=args.data,
+                split=args.split,
+                crop=None if args.full else args.crop,
+                max_images=args.max_images,
                 batch_size=args.batch,
                 misaligned=args.misaligned,
                 device=args.device,
@@ -760,8 +651,8 @@ def main(argv: list[str] | None = None) -> int:
                 allow_foreign_table=args.allow_foreign_table,
                 seed=args.seed,
                 channels=args.channels,
-                log=log,
             )
+            df = evaluate_models(args.models, settings, log=log)
         out = Path(args.out) if args.out else default_out_dir(list(df["name"]))
         paths = write_eval(df, out, argv)
     except (ModelRefError, ValueError, FileNotFoundError, RuntimeError, MissingLatencyEntry) as e:

@@ -402,26 +402,42 @@ def size_report(
     return out, "; ".join(problems) or None
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m nas.flops [--genotype NAME] [--channels C] [--size H W]``: print counts."""
+def build_parser() -> Any:
     import argparse
 
-    from nas.genotype import REFERENCE_GENOTYPES, build
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--genotype", default="crmef-general", choices=sorted(REFERENCE_GENOTYPES))
-    ap.add_argument("--channels", type=int, default=None)
+    ap = argparse.ArgumentParser(
+        prog="python -m nas.flops",
+        description="Parameters, thop MACs and FlopCounterMode FLOPs of one model.",
+    )
+    ap.add_argument(
+        "--model",
+        "--genotype",
+        dest="model",
+        default="crmef-general",
+        help="any model reference (registry name, genotype.yaml, run, model file); "
+        "default crmef-general",
+    )
+    ap.add_argument(
+        "--channels", type=int, default=None, help="width of registry models that have one"
+    )
     ap.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
-    a = ap.parse_args(argv)
-    g = REFERENCE_GENOTYPES[a.genotype]
-    if a.channels is not None:
-        g = g.with_channels(a.channels)
-    net = build(g)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m nas.flops [--model REF] [--channels C] [--size H W]``: print counts."""
+    from nas.baselines import width_kwargs
+    from nas.models import resolve_model
+
+    a = build_parser().parse_args(argv)
+    resolved = resolve_model(a.model, **width_kwargs(a.model, a.channels))
+    net = resolved.model
     size = (a.size[0], a.size[1])
-    print(f"{g}\nparams: {count_params(net):,}")
+    print(f"{resolved.genotype or resolved.name}\nparams: {count_params(net):,}")
     print(f"thop MACs: {count_macs_thop(net, size) / 1e9:.3f} G")
     print(count_flops(net, size))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

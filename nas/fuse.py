@@ -87,6 +87,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nas.cli import add_device
 from nas.data.io import ImageReadError, PairSizeError, load_image, save_image
 
 if TYPE_CHECKING:
@@ -510,8 +511,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="training run, model .pt, genotype.yaml, search run or registry name",
     )
     p.add_argument("images", nargs="+", metavar="IMG", help="two or more exposures")
-    p.add_argument("-o", "--output", required=True, help="fused image (.png, .jpg, .tif, ...)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:0, ...")
+    p.add_argument(
+        "--out",
+        "-o",
+        "--output",
+        dest="out",
+        required=True,
+        help="fused image (.png, .jpg, .tif, ...)",
+    )
+    add_device(p)
     p.add_argument(
         "--tile",
         type=int,
@@ -555,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tile > 0 and args.overlap >= args.tile:
             raise FuseError(f"--overlap ({args.overlap}) must be smaller than --tile ({args.tile})")
         inputs = [Path(p) for p in args.images]
-        out = Path(args.output)
+        out = Path(args.out)
         check_output(out, inputs)
         device = resolve_device(args.device)
         kwargs = {"channels": args.channels} if args.channels else {}

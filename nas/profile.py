@@ -30,6 +30,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from nas.cli import add_device
 from nas.latency.fingerprint import DEFAULT_BATCH, DEFAULT_INPUT_SIZE, resolve_device
 from nas.latency.profiler import (
     DEFAULT_CHANNELS,
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n", 2)[2],
     )
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
+    add_device(p)
     p.add_argument(
         "--space",
         nargs="+",
@@ -154,7 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--results", type=Path, default=RESULTS_DIR, help="validation outputs (results/latency)"
     )
-    p.add_argument("--table", type=Path, default=None, help="explicit table CSV to validate")
+    p.add_argument(
+        "--latency-table",
+        "--table",
+        dest="table",
+        type=Path,
+        default=None,
+        help="explicit table CSV to validate",
+    )
     p.add_argument(
         "--allow-foreign-table",
         action="store_true",

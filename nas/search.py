@@ -46,21 +46,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nas.config import resolve, to_dict
-from nas.engine import Batch, Engine, NonFiniteLossError, validation_scores
+from nas.cli import add_device, add_run_args, run_config_command
+from nas.config import to_dict
+from nas.engine import Batch, Engine, validation_scores
 from nas.genotype import Genotype, derive, extract
 from nas.latency.table import MissingLatencyEntry
 from nas.losses import build_loss, check_loss_data
 from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
-from nas.runs import RUNS_DIR, RunDir, RunError, add_photo_args, resume_config
+from nas.runs import RUNS_DIR, RunDir, RunError, add_photo_args
 from nas.space import SearchSpace, load_space
 from nas.supernet import Supernet
 from nas.utils import (
@@ -568,7 +568,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m nas.search",
         description="Latency-penalised differentiable architecture search (CRMEF).",
     )
-    p.add_argument("--config", help="YAML file of settings (keys = SearchConfig fields)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="named small configurations")
     p.add_argument(
         "--eta",
@@ -578,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--space", help="search space YAML or shipped name (crmef, crmef-misaligned)")
     p.add_argument("--data", help="'synthetic' (bundled photos), a SICE root or an image folder")
-    p.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    add_device(p, from_config=True)
     p.add_argument(
         "--latency-device",
         dest="latency_device",
@@ -640,26 +639,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="channels_last memory format (default: on for CUDA, off on CPU)",
     )
     add_photo_args(p)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--run-name", dest="run_name")
-    p.add_argument("--runs-dir", dest="runs_dir")
-    p.add_argument("--resume", action="store_true", help="continue the run named --run-name")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_args(p, "SearchConfig")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        base = resume_config(SearchConfig, args)
-        cfg = resolve(SearchConfig, args, PRESETS, base=base)
-        path = run_search(cfg, resume=args.resume, progress=not args.no_progress)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except (ValueError, FileNotFoundError, RuntimeError, MissingLatencyEntry) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    code, path = run_config_command(
+        SearchConfig,
+        PRESETS,
+        run_search,
+        args,
+        (ValueError, FileNotFoundError, RuntimeError, MissingLatencyEntry),
+    )
+    if code:
+        return code
     print(f"search finished: {path}")
     print((path / "genotype.yaml").read_text())
     return 0

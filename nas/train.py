@@ -29,11 +29,12 @@ from typing import Any
 import torch
 
 from nas import distributed
-from nas.config import resolve, to_dict
-from nas.engine import Batch, Engine, NonFiniteLossError, validation_scores
+from nas.cli import add_device, add_run_args, run_config_command
+from nas.config import to_dict
+from nas.engine import Batch, Engine, validation_scores
 from nas.losses import build_loss, check_loss_data, loss_for_model
 from nas.models import ModelRefError, build_arch, resolve_model
-from nas.runs import RUNS_DIR, RunDir, RunError, add_photo_args, resume_config
+from nas.runs import RUNS_DIR, RunDir, RunError, add_photo_args
 from nas.utils import resolve_device, seed_everything
 
 
@@ -220,10 +221,14 @@ def run_train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
     """
     env = distributed.setup(resolve_device(cfg.device))  # torchrun: join the process group
     try:
-        return _run_train(cfg, env, resume, progress)
-    finally:
+        path = _run_train(cfg, env, resume, progress)
+    except BaseException:
         if env.distributed:
-            distributed.cleanup()
+            distributed.cleanup(barrier=False)
+        raise
+    if env.distributed:
+        distributed.cleanup()
+    return path
 
 
 def _run_train(cfg: TrainConfig, env: distributed.DistEnv, resume: bool, progress: bool) -> Path:
@@ -292,8 +297,12 @@ def _run_train(cfg: TrainConfig, env: distributed.DistEnv, resume: bool, progres
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nas.train", description=__doc__.split("\n")[0])
-    p.add_argument("--arch", help="baseline name, genotype.yaml, search run or model file")
-    p.add_argument("--config", help="YAML file of settings (keys = TrainConfig fields)")
+    p.add_argument(
+        "--model",
+        "--arch",
+        dest="arch",
+        help="registry name, genotype.yaml, search run or model file (--arch: older name)",
+    )
     p.add_argument("--preset", choices=sorted(PRESETS))
     p.add_argument("--loss", help="'paper' (each model's own), 'crmef', or a loss name")
     p.add_argument("--channels", type=int, help="width of crmef-* registry models")
@@ -303,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="genotypes: fresh weights (default) or the search's inherited ones",
     )
     p.add_argument("--data")
-    p.add_argument("--device")
+    add_device(p, from_config=True)
     p.add_argument("--epochs", type=int)
     p.add_argument("--crop", type=int)
     p.add_argument("--batch", type=int)
@@ -317,26 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="channels_last memory format (default: on for CUDA, off on CPU)",
     )
     add_photo_args(p)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--run-name", dest="run_name")
-    p.add_argument("--runs-dir", dest="runs_dir")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_args(p, "TrainConfig")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        base = resume_config(TrainConfig, args)
-        cfg = resolve(TrainConfig, args, PRESETS, base=base)
-        path = run_train(cfg, resume=args.resume, progress=not args.no_progress)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except (ValueError, FileNotFoundError, RuntimeError, ModelRefError, KeyError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    errors = (ValueError, FileNotFoundError, RuntimeError, ModelRefError, KeyError, TypeError)
+    code, path = run_config_command(TrainConfig, PRESETS, run_train, args, errors)
+    if code:
+        return code
     print(f"training finished: {path}")
     return 0
 

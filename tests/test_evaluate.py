@@ -29,8 +29,10 @@ from nas.mefb import (
     SUMMARY_COLUMNS,
     FolderEval,
     evaluate_folder,
-    folder_markdown,
     pair_metrics,
+)
+from nas.mefb_report import (
+    folder_markdown,
     ranked_table,
     speed_quality_frame,
     write_folder_eval,
@@ -154,7 +156,7 @@ def test_cli_writes_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     out = tmp_path / "cli"
     argv = ["--models", "ffmef", "crmef-general", "--channels", "8", "--crop", str(SIZE)]
     argv += ["--max-images", "2", "--latency-size", str(SIZE), "--reps", "2", "--rounds", "2"]
-    argv += ["--warmup", "1", "--threads", "1", "--device", "cpu", "--quiet"]
+    argv += ["--warmup", "1", "--threads", "1", "--device", "cpu", "--no-progress"]
     argv += ["--out", str(out), "--allow-untrained"]
     assert main(argv) == 0
     printed = capsys.readouterr()

@@ -144,7 +144,7 @@ def exposures(tmp_path: Path) -> list[Path]:
 
 def test_cli_fuses_three_exposures(tmp_path: Path, model_file: Path, exposures, capsys) -> None:
     out = tmp_path / "out" / "fused.png"
-    argv = ["--model", str(model_file), *map(str, exposures), "-o", str(out), "--device", "cpu"]
+    argv = ["--model", str(model_file), *map(str, exposures), "--out", str(out), "--device", "cpu"]
     assert fuse.main([*argv, "--tile", "32", "--overlap", "16", "--rule", "sequential"]) == 0
     assert out.is_file() and load_image(out).shape == (3, 40, 56)
     msg = capsys.readouterr().out

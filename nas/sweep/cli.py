@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import optuna
 import torch
 import yaml
 
+from nas.cli import add_device, add_progress, parse_set
 from nas.config import ConfigError, from_mapping, to_dict
 from nas.latency.table import MissingLatencyEntry
 from nas.report import markdown_table
@@ -36,20 +36,18 @@ from nas.sweep.report import (
 )
 from nas.sweep.study import StudyLock, make_storage, open_study
 from nas.sweep.worker import run_worker, spawn_workers
-
-
-def _kv(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
-    return k.strip(), yaml.safe_load(v)
+from nas.utils import resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m nas.sweep",
         description="Optuna sweeps: eta grid / range over the DARTS search, or NSGA-II over "
-        "genotypes. Subcommands: 'plot --studies A B', 'report --study A'.",
+        "genotypes. Without a subcommand: run (or join) a study. Subcommands: 'plot --studies "
+        "A B', 'report --study A'.",
+    )
+    p.add_argument(
+        "--config", help="YAML file of study settings (keys = SweepConfig fields; flags win)"
     )
     s = p.add_argument_group("study (stored in the study; joining workers may leave these out)")
     s.add_argument("--mode", choices=MODES, help="darts (default): trials are searches")
@@ -77,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--set",
         dest="search_set",
-        type=_kv,
+        type=parse_set,
         nargs="+",
         metavar="KEY=VALUE",
         help="search settings (SearchConfig fields), e.g. --set epochs=4 crop=32",
@@ -85,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--train-set",
         dest="train_set",
-        type=_kv,
+        type=parse_set,
         nargs="+",
         metavar="KEY=VALUE",
         help="retrain / proxy-training settings (TrainConfig fields)",
@@ -103,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--worker-index", dest="worker_index", type=int, default=0)
     w.add_argument("--heartbeat", type=int, default=20, help="seconds between heartbeats")
     w.add_argument("--grace", type=int, default=60, help="seconds until a silent trial fails")
-    w.add_argument("--device", default="auto")
+    add_device(w)
     w.add_argument(
         "--threads",
         type=int,
@@ -113,7 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--latency-table", dest="latency_table")
     w.add_argument("--allow-foreign-table", dest="allow_foreign_table", action="store_true")
     w.add_argument("--runs-dir", dest="runs_dir", default=str(RUNS_DIR))
-    w.add_argument("--out-dir", dest="out_dir", default=str(SWEEPS_DIR))
+    w.add_argument(
+        "--out",
+        "--out-dir",
+        dest="out_dir",
+        default=str(SWEEPS_DIR),
+        help=f"folder of the study databases and reports ({SWEEPS_DIR})",
+    )
     w.add_argument("--compare", nargs="+", default=[], help="studies drawn on the same plot")
     w.add_argument(
         "--time-budget",
@@ -123,13 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--no-wait", dest="wait", action="store_false", help="do not wait for others")
     w.add_argument("--no-report", dest="report", action="store_false")
+    add_progress(w)
+    sub = p.add_subparsers(dest="command", metavar="{plot,report}")
+    _add_plot_parser(sub)
+    _add_report_parser(sub)
     return p
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`SweepConfig` keys the command line named."""
     keys = {f.name for f in dataclasses.fields(SweepConfig)}
-    given = {k: v for k, v in vars(args).items() if k in keys and v is not None}
+    given: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        given.update(dataclasses.asdict(from_mapping(SweepConfig, data, str(path))))
+        given = {k: v for k, v in given.items() if k in data}
+    given.update({k: v for k, v in vars(args).items() if k in keys and v is not None})
     if args.search_set:
         given["search"] = dict(args.search_set)
     if args.train_set:
@@ -137,12 +153,18 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def _plot_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m nas.sweep plot")
+def _add_plot_parser(sub: Any) -> None:
+    p = sub.add_parser("plot", help="draw several studies' fronts on one latency axis")
     p.add_argument("--studies", nargs="+", required=True)
     p.add_argument("--storage", nargs="+", help="one URL for all studies, or one per study")
-    p.add_argument("--out-dir", default=str(SWEEPS_DIR))
-    p.add_argument("--out", help="figure path (default <out-dir>/<A>-vs-<B>.png)")
+    p.add_argument(
+        "--dir",
+        "--out-dir",
+        dest="out_dir",
+        default=str(SWEEPS_DIR),
+        help=f"folder of the study databases ({SWEEPS_DIR})",
+    )
+    p.add_argument("--out", help="figure path (default <dir>/<A>-vs-<B>.png)")
     p.add_argument("--x", default="measured_ms", choices=["measured_ms", "latency_ms"])
     p.add_argument("--title", default="", help="figure title")
     p.add_argument(
@@ -153,9 +175,11 @@ def _plot_main(argv: Sequence[str]) -> int:
     p.add_argument("--reps", type=int, default=50, help="--remeasure: timed calls per net")
     p.add_argument("--rounds", type=int, default=5, help="--remeasure: round-robin passes")
     p.add_argument("--threads", type=int, help="--remeasure: CPU threads")
-    p.add_argument("--device", default="cpu", help="--remeasure: device")
+    add_device(p)
     p.add_argument("--statistic", default="median", choices=["median", "min", "p10", "mean"])
-    args = p.parse_args(argv)
+
+
+def _plot(args: argparse.Namespace) -> int:
     urls = args.storage or [default_storage(s, args.out_dir) for s in args.studies]
     if len(urls) == 1:
         urls = urls * len(args.studies)
@@ -169,12 +193,11 @@ def _plot_main(argv: Sequence[str]) -> int:
         return 2
     xlabel = "" if args.x == "measured_ms" else "latency objective (ms)"
     if args.remeasure:
-        frames = remeasure(
-            frames, args.device, args.reps, args.rounds, args.threads, args.statistic
-        )
+        device = str(resolve_device(args.device))
+        frames = remeasure(frames, device, args.reps, args.rounds, args.threads, args.statistic)
         xlabel = (
             f"latency (ms, re-measured: {args.statistic} of {args.reps} calls in "
-            f"{args.rounds} rounds, batch 1, {args.device})"
+            f"{args.rounds} rounds, batch 1, {device})"
         )
     points, summary = front_data(frames, x=args.x)
     if not len(points):
@@ -194,13 +217,21 @@ def _plot_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _report_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m nas.sweep report")
+def _add_report_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="print and write a study's Pareto table and figure again")
     p.add_argument("--study", required=True)
     p.add_argument("--storage")
-    p.add_argument("--out-dir", default=str(SWEEPS_DIR))
+    p.add_argument(
+        "--out",
+        "--out-dir",
+        dest="out_dir",
+        default=str(SWEEPS_DIR),
+        help=f"folder of the study database and its report ({SWEEPS_DIR})",
+    )
     p.add_argument("--compare", nargs="+", default=[])
-    args = p.parse_args(argv)
+
+
+def _report(args: argparse.Namespace) -> int:
     url = args.storage or default_storage(args.study, args.out_dir)
     try:
         study = optuna.load_study(study_name=args.study, storage=make_storage(url, None))
@@ -212,12 +243,11 @@ def _report_main(argv: Sequence[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "plot":
-        return _plot_main(argv[1:])
-    if argv and argv[0] == "report":
-        return _report_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "plot":
+        return _plot(args)
+    if args.command == "report":
+        return _report(args)
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -242,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             allow_foreign_table=args.allow_foreign_table,
             wait=args.wait,
             time_budget=args.time_budget,
+            progress=not args.no_progress,
         )
         lock = StudyLock(url)
         with lock.held():  # one creator; a new SQLite file gets its tables once

@@ -189,6 +189,7 @@ class WorkerOptions:
     wait: bool = True
     max_failures: int = 3
     time_budget: float | None = None
+    progress: bool = True
 
 
 def default_study_name(sc: SweepConfig) -> str:

@@ -59,7 +59,7 @@ def run_nsga2_trial(number: int, choice: Mapping[str, str], ctx: TrialContext) -
     tcfg = sc.train_config(
         str(arch_file), sc.proxy_epochs, run_name=name, runs_dir=str(runs_dir), device=opts.device
     )
-    run = run_train(tcfg, resume=prev is not None, progress=False)
+    run = run_train(tcfg, resume=prev is not None, progress=opts.progress)
     device = resolve_device(opts.device)
     size = sc.latency_input()
     attrs: dict[str, Any] = {

@@ -139,7 +139,7 @@ def run_darts_trial(number: int, params: Mapping[str, float], ctx: TrialContext)
         allow_foreign_table=opts.allow_foreign_table or None,
     )
     ctx.set_attr("run_dir", str(Path(runs_dir) / name))
-    run = run_search(cfg, resume=prev is not None, progress=False)
+    run = run_search(cfg, resume=prev is not None, progress=opts.progress)
     g = Genotype.from_yaml(run / "genotype.yaml")
     export = yaml.safe_load((run / "export.yaml").read_text()) or {}
     device = resolve_device(cfg.device)
@@ -173,7 +173,7 @@ def run_darts_trial(number: int, params: Mapping[str, float], ctx: TrialContext)
             device=opts.device,
         )
         ctx.set_attr("retrain_dir", str(Path(runs_dir) / tname))
-        tr = run_train(tcfg, resume=prev_t is not None, progress=False)
+        tr = run_train(tcfg, resume=prev_t is not None, progress=opts.progress)
         attrs["retrain_dir"] = str(tr)
         attrs["retrain_psnr"] = best_val_psnr(tr)
         psnr = attrs["retrain_psnr"]

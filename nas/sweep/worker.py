@@ -196,7 +196,7 @@ def spawn_workers(opts: WorkerOptions, extra: Sequence[str] = ()) -> int:
             opts.storage,
             "--runs-dir",
             opts.runs_dir,
-            "--out-dir",
+            "--out",
             opts.out_dir,
             "--device",
             opts.device,
@@ -210,6 +210,7 @@ def spawn_workers(opts: WorkerOptions, extra: Sequence[str] = ()) -> int:
             "--n-workers",
             "1",
             "--no-report",
+            *([] if opts.progress else ["--no-progress"]),
             *extra,
         ]
         if opts.n_trials is not None:
