@@ -89,10 +89,6 @@ class MissingDependencyError(ExportError):
     """An optional package the format needs is not installed."""
 
 
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 def check_pair_inputs(shape: tuple[int, ...], seed: int = 0) -> tuple[Tensor, Tensor]:
     """A reproducible random (under, over) pair: under in [0, 0.5), over in [0.5, 1)."""
     g = torch.Generator().manual_seed(seed)

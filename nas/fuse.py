@@ -78,7 +78,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -274,32 +274,31 @@ def global_norm_stats(
 
     counters = {id(m): 0 for m in norms}
 
-    def make_forward(m: nn.Module) -> Callable[[Tensor], Tensor]:
-        def forward(x: Tensor) -> Tensor:
-            calls = stats[id(m)]
-            i = counters[id(m)] % len(calls)  # wraps at the end of each forward pass
-            counters[id(m)] += 1
-            mean, var = calls[i]
-            shape = mean.shape + (1,) * (x.dim() - 2)
-            if mean.shape[0] != x.shape[0]:
-                raise RuntimeError("global_norm_stats: batch size differs from the stats pass")
-            scale = torch.rsqrt(var + m.eps).to(x.dtype).view(shape)
-            y = (x - mean.to(x.dtype).view(shape)) * scale
-            if m.affine:
-                y = y * m.weight.view(1, -1, *([1] * (x.dim() - 2))) + m.bias.view(
-                    1, -1, *([1] * (x.dim() - 2))
-                )
-            return y
+    def renormalise(m: nn.Module, args: tuple, _out: Tensor) -> Tensor:
+        """Forward hook: the module's output replaced by its input normalised with the
+        recorded statistics of this call."""
+        x = args[0]
+        calls = stats[id(m)]
+        i = counters[id(m)] % len(calls)  # wraps at the end of each forward pass
+        counters[id(m)] += 1
+        mean, var = calls[i]
+        shape = mean.shape + (1,) * (x.dim() - 2)
+        if mean.shape[0] != x.shape[0]:
+            raise RuntimeError("global_norm_stats: batch size differs from the stats pass")
+        scale = torch.rsqrt(var + m.eps).to(x.dtype).view(shape)
+        y = (x - mean.to(x.dtype).view(shape)) * scale
+        if m.affine:
+            y = y * m.weight.view(1, -1, *([1] * (x.dim() - 2))) + m.bias.view(
+                1, -1, *([1] * (x.dim() - 2))
+            )
+        return y
 
-        return forward
-
-    for m in norms:
-        m.forward = make_forward(m)  # instance attribute shadows the class method
+    handles = [m.register_forward_hook(renormalise) for m in norms]
     try:
         yield len(norms)
     finally:
-        for m in norms:
-            del m.forward
+        for h in handles:
+            h.remove()
 
 
 # --- fusion -------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from nas.genotype import Genotype, build
@@ -178,10 +177,11 @@ def resolve_model(
         return ResolvedModel(model, s, arch, "registry", genotype=g)
     p = Path(s)
     if p.is_dir():
-        cfg_file = p / "config.yaml"
-        cfg = yaml.safe_load(cfg_file.read_text()) if cfg_file.is_file() else {}
-        kind = (cfg or {}).get("kind")
-        name = (cfg or {}).get("run_name") or p.name
+        from nas.runs import Run
+
+        run = Run.find(p)
+        kind = run.kind if run is not None else None
+        name = run.name if run is not None else p.name
         if kind == "train":
             for ck in ("best", "last"):
                 f = p / "checkpoints" / f"{ck}.pt"

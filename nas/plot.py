@@ -62,15 +62,14 @@ def draw_alpha_heatmap(
 ) -> list[Path]:
     """One row per slot, one cell per candidate (labelled with its op), chosen op boxed red."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+
+    from nas.report import new_figure
 
     slots = list(dict.fromkeys(frame["slot"]))
     width = max(frame.groupby("slot").size())
-    fig, ax = plt.subplots(figsize=(1.25 * width + 1.8, 0.55 * len(slots) + 1.0))
-    cmap = plt.get_cmap("viridis")
+    fig, ax = new_figure(figsize=(1.25 * width + 1.8, 0.55 * len(slots) + 1.0))
+    cmap = matplotlib.colormaps["viridis"]
     for r, slot in enumerate(slots):
         sub = frame[frame["slot"] == slot].reset_index(drop=True)
         for c, item in sub.iterrows():
@@ -104,7 +103,6 @@ def draw_alpha_heatmap(
         out = path.with_suffix(f".{fmt}")
         fig.savefig(out, dpi=130)
         written.append(out)
-    plt.close(fig)
     return written
 
 
@@ -131,15 +129,12 @@ def draw_alpha_trajectories(
 ) -> Path:
     """One panel per slot: each candidate's softmax weight against the epoch (the warm-up,
     when alpha does not move, shaded). ``frame`` as :func:`alpha_trajectories` returns."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from nas.report import new_figure
 
     slots = list(dict.fromkeys(frame["slot"]))
     ncol = min(4, len(slots))
     nrow = -(-len(slots) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow), squeeze=False)
+    fig, axes = new_figure(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow), squeeze=False)
     for ax, slot in zip(axes.flat, slots):
         sub = frame[frame["slot"] == slot]
         for op, g in sub.groupby("op", sort=False):
@@ -156,7 +151,6 @@ def draw_alpha_trajectories(
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     written = _save_figure(fig, path, ("png",))[0]
-    plt.close(fig)
     return written
 
 
@@ -392,14 +386,11 @@ def draw_tradeoff(
     Returns:
         The written files.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from nas.report import new_figure
 
     q = frame.attrs.get("quality", "quality")
     data = frame[np.isfinite(frame[x]) & np.isfinite(frame["quality"])]
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = new_figure(figsize=(6.4, 4.6))
     for group, sub in data.groupby("group", sort=False):
         color, marker = GROUP_STYLE.get(str(group), ("tab:gray", "o"))
         ax.scatter(sub[x], sub["quality"], c=color, marker=marker, s=42, label=group, zorder=3)
@@ -432,10 +423,7 @@ def draw_tradeoff(
     ax.set_xlabel(_LABELS.get(x, x) + ", lower is better")
     ax.set_ylabel(_LABELS.get(q, q) + ", higher is better")
     finish_axes(fig, ax, title, caption)
-    try:
-        return _save_figure(fig, path, formats)
-    finally:
-        plt.close(fig)
+    return _save_figure(fig, path, formats)
 
 
 def run_alpha_frame(run: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -7,6 +7,8 @@ Everything that turns result rows into a verdict or a table lives here once:
 * :func:`hypervolume_2d`: the area a front dominates, to compare fronts (sweeps);
 * :func:`markdown_table`: a GitHub Markdown table of chosen DataFrame columns, with headers,
   per-column formatting and alignment (evaluation tables, sweep tables, the MEFB table);
+* :func:`new_figure`: a matplotlib figure drawn off-screen (Agg) without touching pyplot's
+  global backend or figure list, so library calls never change a user's matplotlib state;
 * :func:`yaml_safe` and :func:`slug`: plain values for YAML sidecars, and file-name slugs.
 """
 
@@ -17,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["hypervolume_2d", "markdown_table", "pareto_mask", "slug", "yaml_safe"]
+__all__ = ["hypervolume_2d", "markdown_table", "new_figure", "pareto_mask", "slug", "yaml_safe"]
 
 
 def _finite(v: Any) -> bool:
@@ -125,3 +127,15 @@ def slug(text: str, max_len: int = 40) -> str:
     """Lower-case file-name slug of ``text`` (letters, digits, dots, dashes)."""
     t = re.sub(r"[^a-z0-9.]+", "-", str(text).lower()).strip("-")
     return t[:max_len].rstrip("-") or "x"
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Any, Any]:
+    """``(figure, axes)`` like ``plt.subplots(nrows, ncols, **kwargs)``, on its own Agg
+    canvas: nothing global changes (no ``matplotlib.use``, no pyplot figure to close)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    subplot_kw = {k: kwargs.pop(k) for k in ("squeeze", "sharex", "sharey") if k in kwargs}
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **subplot_kw)

@@ -200,6 +200,13 @@ class Run:
             return cls.origin_of(arch, _depth + 1) if arch else None
         return None
 
+    def config_as(self, cls: type[T]) -> T:
+        """The saved configuration as the dataclass ``cls`` (keys it does not know, such as
+        ``kind`` and ``run_name``, are left out)."""
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        data = {k: v for k, v in self.config.items() if k in known}
+        return from_mapping(cls, data, str(self.path / "config.yaml"))
+
     # --- what the run is ----------------------------------------------------------------
     @property
     def name(self) -> str:

@@ -60,7 +60,7 @@ from nas.latency.table import MissingLatencyEntry
 from nas.losses import build_loss, check_loss_data
 from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
-from nas.runs import RUNS_DIR, RunDir, RunError, add_photo_args
+from nas.runs import RUNS_DIR, Run, RunDir, RunError, add_photo_args
 from nas.space import SearchSpace, load_space
 from nas.supernet import Supernet
 from nas.utils import (
@@ -396,20 +396,21 @@ def derive_genotype(supernet: Supernet, max_skip: int | None = None) -> Genotype
     return dataclasses.replace(g, ops=tuple((s, choice[s]) for s, _ in g.ops))
 
 
-def load_search_run(path: str | Path) -> tuple[RunDir, Supernet, dict[str, Any]]:
-    """The run folder, its supernet restored from the last checkpoint, and its config."""
-    run = RunDir(path, resume=True)
-    cfg = run.load_config()
+def load_search_run(path: str | Path) -> tuple[Run, Supernet]:
+    """The search run and its supernet restored from the last checkpoint."""
+    run = Run.load(path)
+    if run.kind != "search":
+        raise RunError(f"{run.path} is a {run.kind} run, not a search run")
     space_file = run.path / "space.yaml"
     if not space_file.is_file():
         raise RunError(f"{space_file} is missing: {run.path} is not a search run")
     space = SearchSpace.from_yaml(space_file)
-    ckpt = run.load_checkpoint("last")
+    ckpt = RunDir(run.path, resume=True).load_checkpoint("last")
     if ckpt is None:
         raise RunError(f"{run.path} has no checkpoint yet (checkpoints/last.pt)")
     net = Supernet(space)
     net.load_state_dict(ckpt["task"]["supernet"])
-    return run, net, cfg
+    return run, net
 
 
 def predicted_latency(genotype: Genotype, cfg: SearchConfig) -> dict[str, Any]:
@@ -438,16 +439,13 @@ def derive_run(
         supernet: the run's trained supernet when it is in memory (the end of
             :func:`run_search`); default: restored from the last checkpoint.
     """
-    from nas.config import from_mapping
     from nas.flops import size_report
 
     if supernet is None:
-        run, supernet, raw = load_search_run(path)
+        run, supernet = load_search_run(path)
     else:
-        run = RunDir(path, resume=True)
-        raw = run.load_config()
-    fields = set(SearchConfig.__dataclass_fields__)
-    cfg = from_mapping(SearchConfig, {k: v for k, v in raw.items() if k in fields}, str(path))
+        run = Run.load(path)
+    cfg = run.config_as(SearchConfig)
     genotype = derive_genotype(supernet, cfg.max_skip if max_skip is None else max_skip)
     derived = extract(supernet, genotype).cpu()
     genotype.to_yaml(run.path / "genotype.yaml")
@@ -518,7 +516,7 @@ def make_penalty(cfg: SearchConfig, supernet: Supernet, device: torch.device) ->
 
 def run_search(cfg: SearchConfig, resume: bool = False, progress: bool = True) -> Path:
     """Run (or resume) a search; returns the run folder."""
-    from nas.data import build_dataset, make_loader
+    from nas.data import build_dataset, eval_batches, make_loader
 
     device = resolve_device(cfg.device)
     space = build_space(cfg)
@@ -547,10 +545,9 @@ def run_search(cfg: SearchConfig, resume: bool = False, progress: bool = True) -
         drop_last=True,
         num_workers=cfg.num_workers,
     )
-    eval_loader = make_loader(val, cfg.batch, shuffle=False, seed=cfg.seed + 2)
-    eval_batches = [b for _, b in zip(range(cfg.eval_batches), eval_loader)]
-    check_loss_data(build_loss(cfg.loss), eval_batches[:1], cfg.loss, cfg.data)
-    task = SearchTask(supernet, cfg, penalty, device, eval_batches)
+    fixed = eval_batches(val, cfg.batch, cfg.eval_batches, cfg.seed)
+    check_loss_data(build_loss(cfg.loss), fixed[:1], cfg.loss, cfg.data)
+    task = SearchTask(supernet, cfg, penalty, device, fixed)
     engine = Engine(run, task, train_loader, cfg.epochs, val_loader, cfg.steps_per_epoch, progress)
     engine.fit(resume=resume)
     derive_run(run.path, supernet=task.net)

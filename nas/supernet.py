@@ -28,6 +28,7 @@ instance has its own convolution weights.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -169,8 +170,9 @@ class CRMEFNet(nn.Module):
 class MixedOp(nn.Module):
     """Continuous relaxation of one slot: ``sum_o softmax(alpha)_o * op_o(x)``.
 
-    The weights are read from ``weights[slot]``, a dict the owning :class:`Supernet` fills
-    with ``softmax(alpha)`` once per forward pass.
+    ``alpha`` is the slot's architecture parameter. The owning :class:`Supernet` registers
+    it (one per slot, shared by every instance of the slot) and binds it here with
+    :meth:`bind`; the MixedOp only reads it, so a forward pass changes no state.
     """
 
     def __init__(
@@ -179,7 +181,7 @@ class MixedOp(nn.Module):
         candidates: tuple[str, ...],
         C_in: int,
         C_out: int,
-        weights: dict,
+        alpha: Tensor | None = None,
         style: str = "lean",
     ) -> None:
         super().__init__()
@@ -188,10 +190,27 @@ class MixedOp(nn.Module):
             {name: create_op(name, C_in, C_out, style=style) for name in candidates}
         )
         self.takes_offset_feat = any(get_op_spec(n).takes_offset_feat for n in candidates)
-        self._weights = weights
+        self._alpha: tuple[Tensor, ...] = ()
+        if alpha is not None:
+            self.bind(alpha)
+
+    def bind(self, alpha: Tensor) -> None:
+        """Read the weights from ``alpha`` (kept in a tuple: not registered as this module's
+        parameter, so it is saved and optimised once, by its owner)."""
+        if alpha.shape != (len(self.ops),):
+            raise ValueError(
+                f"slot {self.slot}: alpha of shape {tuple(alpha.shape)} for {len(self.ops)} ops"
+            )
+        self._alpha = (alpha,)
+
+    def weights(self) -> Tensor:
+        """``softmax(alpha)``, differentiable w.r.t. alpha."""
+        if not self._alpha:
+            raise RuntimeError(f"MixedOp {self.slot!r} has no alpha bound (Supernet binds it)")
+        return torch.softmax(self._alpha[0], dim=0)
 
     def forward(self, x: Tensor, offset_feat: Tensor | None = None) -> Tensor:
-        w = self._weights[self.slot]
+        w = self.weights()
         return sum(wi * call_slot(op, x, offset_feat) for wi, op in zip(w, self.ops.values()))
 
     def extra_repr(self) -> str:
@@ -212,21 +231,31 @@ class Supernet(CRMEFNet):
 
     def __init__(self, space: SearchSpace | str, alpha_init_std: float = 1e-3) -> None:
         space = load_space(space)
-        weights: dict[str, Tensor] = {}
         super().__init__(
             space.arch,
             lambda slot, ci, co: MixedOp(
-                slot, space.candidates[slot], ci, co, weights, space.arch.style
+                slot, space.candidates[slot], ci, co, style=space.arch.style
             ),
         )
         self.space = space
-        self._slot_weights = weights
         self.alphas = nn.ParameterDict(
             {
                 _alpha_key(s): nn.Parameter(alpha_init_std * torch.randn(len(space.candidates[s])))
                 for s in space.slots
             }
         )
+        self._bind_alphas()
+
+    def _bind_alphas(self) -> None:
+        for _, m in self.mixed_ops():
+            m.bind(self.alpha(m.slot))
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        # a conversion that replaces Parameter objects (e.g. to the meta device) must leave
+        # every MixedOp reading its slot's current alpha
+        out = super()._apply(fn, recurse)
+        self._bind_alphas()
+        return out
 
     def alpha(self, slot: str) -> nn.Parameter:
         """The architecture weights of ``slot`` (one entry per candidate, in space order)."""
@@ -258,11 +287,3 @@ class Supernet(CRMEFNet):
             a = self.alpha(s)
             a.fill_(-margin)
             a[self.space.candidates[s].index(choice[s])] = 0.0
-
-    def forward(self, under: Tensor, over: Tensor) -> Tensor:
-        self._slot_weights.clear()
-        self._slot_weights.update(self.softmax_weights())
-        try:
-            return super().forward(under, over)
-        finally:
-            self._slot_weights.clear()

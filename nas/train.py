@@ -233,7 +233,7 @@ def run_train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> 
 
 def _run_train(cfg: TrainConfig, env: distributed.DistEnv, resume: bool, progress: bool) -> Path:
     from nas.baselines import width_kwargs
-    from nas.data import build_dataset, make_loader
+    from nas.data import build_dataset, eval_batches
 
     device = env.device
     seed_everything(cfg.seed)
@@ -287,10 +287,9 @@ def _run_train(cfg: TrainConfig, env: distributed.DistEnv, resume: bool, progres
     loader = distributed.make_sharded_loader(
         train, cfg.batch, env, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers
     )
-    eval_loader = make_loader(val, cfg.batch, shuffle=False, seed=cfg.seed + 2)
-    eval_batches = [b for _, b in zip(range(cfg.eval_batches), eval_loader)]
-    check_loss_data(loss, eval_batches[:1], lname, cfg.data)
-    task = TrainTask(model, resolved.arch, loss, cfg, device, eval_batches, env)
+    fixed = eval_batches(val, cfg.batch, cfg.eval_batches, cfg.seed)
+    check_loss_data(loss, fixed[:1], lname, cfg.data)
+    task = TrainTask(model, resolved.arch, loss, cfg, device, fixed, env)
     Engine(run, task, loader, cfg.epochs, None, cfg.steps_per_epoch, progress).fit(resume=resume)
     return run.path
 

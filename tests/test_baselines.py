@@ -135,3 +135,28 @@ def test_gradients_flow_at_initialisation(name: str) -> None:
     ((y - gt) ** 2).mean().backward()
     total = sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None)
     assert total > 0, f"{name}: zero gradient at initialisation"
+
+
+def test_registry_metadata_replaces_name_checks():
+    from nas.baselines import get_model_info, list_models, registry_info, width_kwargs
+    from nas.models import resolve_model
+
+    groups = {n: get_model_info(n).group for n in list_models()}
+    assert groups == {
+        "average": "classical",
+        "crmef-general": "crmef",
+        "crmef-misaligned": "crmef",
+        "ffmef": "baseline",
+        "hyperp-mb": "baseline",
+        "lcndr": "baseline",
+        "mef-cl": "baseline",
+        "mertens": "classical",
+    }
+    assert width_kwargs("crmef-general", 8) == {"channels": 8}
+    assert width_kwargs("ffmef", 8) == {} and width_kwargs("crmef-general", None) == {}
+    assert width_kwargs("results/runs/x", 8) == {} and registry_info("results/runs/x") is None
+    assert [n for n in list_models() if get_model_info(n).misaligned] == ["crmef-misaligned"]
+    assert [n for n in list_models() if get_model_info(n).global_context] == ["lcndr"]
+    assert resolve_model("crmef-misaligned", channels=8).misaligned
+    assert not resolve_model("ffmef").misaligned
+    assert resolve_model("lcndr").registry_info.global_context

@@ -268,6 +268,9 @@ def test_sice_size_mismatch(tmp_path):
         ds[0]
     s = SICEDataset(root, "all", size_mismatch="resize")[0]
     assert s["under"].shape == s["over"].shape == s["gt"].shape == (3, 24, 32)
+    # the resized 30x20 frame keeps its constant level; the others are untouched
+    assert {_level(s["under"]), _level(s["over"])} == {21, 100}
+    assert _level(s["gt"]) == 201
 
 
 def test_sice_bad_file_raise_and_skip(tmp_path, caplog):

@@ -39,9 +39,16 @@ def test_genotype_is_frozen_and_printable() -> None:
 
 def test_reference_genotypes_build_and_run() -> None:
     for g in (CRMEF_GENERAL.with_channels(8), CRMEF_MISALIGNED.with_channels(8)):
-        net = build(g)
-        u = torch.rand(1, 3, 40, 36)
-        assert net(u, u).shape == u.shape
+        torch.manual_seed(0)
+        net = build(g).eval()
+        torch.manual_seed(0)
+        twin = build(g).eval()
+        u, o = torch.rand(2, 1, 3, 40, 36)
+        y = net(u, o)
+        assert y.shape == u.shape and 0.0 <= y.min() and y.max() <= 1.0
+        # the genotype alone fixes the network: same seed, same weights, same output
+        torch.testing.assert_close(twin(u, o), y)
+        assert not torch.allclose(net(o, u), y)  # and it does look at its inputs
 
 
 def test_reference_parameter_counts_are_compact() -> None:

@@ -475,3 +475,11 @@ def test_trace_runs_on_meta_and_equals_a_real_trace(space):
     modules = dict(net.named_modules())
     assert all(c.module is modules[c.path] for c in fast)
     assert next(net.parameters()).device.type == "cpu"
+
+
+def test_kendall_tau_by_hand() -> None:
+    from nas.latency.validate import kendall_tau
+
+    # pairs of (1,2,3,4) vs (1,3,2,4): 5 concordant, 1 discordant -> (5 - 1) / 6
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)

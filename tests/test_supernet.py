@@ -34,9 +34,12 @@ def test_forward_backward(space: str) -> None:
 
 @pytest.mark.parametrize("space", ["tiny", "tiny-misaligned"])
 def test_odd_sizes(space: str) -> None:
-    net = Supernet(space)
-    u, o = _pair(1, 37, 53)
-    assert net(u, o).shape == (1, 3, 37, 53)
+    net = Supernet(space).eval()
+    u, o = _pair(2, 37, 53)
+    y = net(u, o)
+    assert y.shape == (2, 3, 37, 53) and 0.0 <= y.min() and y.max() <= 1.0
+    # images of a batch do not influence each other (eval mode): each alone gives the same
+    torch.testing.assert_close(net(u[1:], o[1:]), y[1:], atol=1e-5, rtol=1e-4)
 
 
 def test_arch_and_weight_parameters_are_disjoint() -> None:
@@ -58,13 +61,30 @@ def test_each_slot_has_its_own_alpha_and_mixedops_read_it() -> None:
 
 
 def test_mixed_op_is_softmax_weighted_sum() -> None:
-    weights: dict = {}
-    m = MixedOp("drm.0", ("resconv_1", "resconv_3", "skip"), 4, 4, weights)
+    alpha = torch.nn.Parameter(torch.tensor([0.3, -1.0, 2.0]))
+    m = MixedOp("drm.0", ("resconv_1", "resconv_3", "skip"), 4, 4, alpha)
+    assert not list(m.parameters()) or all(p is not alpha for p in m.parameters())
     x = torch.randn(1, 4, 9, 9)
-    w = torch.softmax(torch.tensor([0.3, -1.0, 2.0]), 0)
-    weights["drm.0"] = w
+    w = torch.softmax(alpha.detach(), 0)
     expected = sum(wi * op(x) for wi, op in zip(w, m.ops.values()))
     torch.testing.assert_close(m(x), expected)
+    m(x).sum().backward()
+    assert alpha.grad is not None and alpha.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="alpha of shape"):
+        m.bind(torch.zeros(2))
+
+
+def test_mixed_ops_follow_their_alpha_through_copies_and_conversions() -> None:
+    import copy
+
+    net = Supernet("tiny")
+    for moved in (copy.deepcopy(net), copy.deepcopy(net).to("meta"), net.double().float()):
+        for _, m in moved.mixed_ops():
+            assert m._alpha[0] is moved.alpha(m.slot)
+    # a forward pass on the meta device works (latency tracing relies on it)
+    meta = copy.deepcopy(net).to("meta")
+    y = meta(torch.empty(1, 3, 16, 16, device="meta"), torch.empty(1, 3, 16, 16, device="meta"))
+    assert y.device.type == "meta" and y.shape == (1, 3, 16, 16)
 
 
 @pytest.mark.parametrize("space", ["tiny", "tiny-misaligned"])

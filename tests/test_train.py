@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nas import train
-from nas.genotype import CRMEF_GENERAL
+from nas.genotype import CRMEF_GENERAL, build
 from nas.models import ModelRefError, resolve_model
 from nas.runs import RunDir
 
@@ -44,8 +44,15 @@ def test_genotype_trains_with_crmef_loss_and_critic(tmp_path: Path) -> None:
     assert (run / "checkpoints" / "best.pt").is_file()
     trained = resolve_model(run)
     assert trained.trained and trained.genotype == CRMEF_GENERAL.with_channels(8)
-    u = torch.rand(1, 3, 20, 28)
-    assert trained.model(u, u).shape == u.shape
+    # the resolved model carries the best checkpoint's weights
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    state = best.get("task", best)["model"]
+    for k, v in trained.model.state_dict().items():
+        torch.testing.assert_close(v, state[k])
+    fresh = build(CRMEF_GENERAL.with_channels(8)).eval()
+    fresh.load_state_dict(state)
+    u, o = torch.rand(2, 1, 3, 20, 28)
+    torch.testing.assert_close(trained.model.eval()(u, o), fresh(u, o))
 
 
 @pytest.mark.parametrize("arch", ["ffmef", "hyperp-mb"])

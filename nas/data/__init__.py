@@ -44,6 +44,7 @@ from nas.data.loader import (
     build_dataset,
     collate_pairs,
     describe_spec,
+    eval_batches,
     make_loader,
     set_dataset_epoch,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "list_images",
     "load_image",
     "make_generator",
+    "eval_batches",
     "make_loader",
     "mean_luminance",
     "misalign_sample",

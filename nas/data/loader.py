@@ -176,6 +176,16 @@ def make_loader(
     )
 
 
+def eval_batches(dataset: Dataset, batch_size: int, count: int, seed: int) -> list[dict]:
+    """A run's fixed evaluation batches: the first ``count`` batches of ``dataset`` in order
+    (no shuffling), the loader seeded with ``seed + 2`` (a run's training loader takes
+    ``seed``, the architecture steps' ``seed + 1``). The search's logged evaluation, the
+    retrain's checkpoint selection and a sweep's scoring of a derived net all use it, so
+    they score the same images."""
+    loader = make_loader(dataset, batch_size, shuffle=False, seed=seed + 2)
+    return [b for _, b in zip(range(count), loader)]
+
+
 def _is_pair_folder(folder: Path) -> bool:
     imgs = list_images(folder)
     if not imgs:

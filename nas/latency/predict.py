@@ -158,16 +158,17 @@ def slot_latency(
 ) -> SlotLatency:
     """Build (or fetch from the cache) the constants of :func:`expected_latency`.
 
-    The cache is keyed by the supernet (weakly), the table object (checked against its
-    revision, which changes when rows or calibrations change), the input size, ``calibrated``
-    and the table's statistic; building traces the supernet once at batch 1.
+    The cache holds weak references to the supernet and the table (an entry goes with
+    either) and is keyed by the input size, ``calibrated`` and the table's statistic; an entry
+    built before the table's revision changed (rows or calibrations) is rebuilt. Building
+    traces the supernet once at batch 1.
     """
     input_size = (int(input_size[0]), int(input_size[1]))
-    per_net = _CACHE.setdefault(supernet, {})
-    key = (id(table), input_size, calibrated, table.statistic)
-    hit = per_net.get(key)
-    if hit is not None and hit[0]() is table and hit[1] == table.revision:
-        return hit[2]
+    per_table = _CACHE.setdefault(supernet, weakref.WeakKeyDictionary()).setdefault(table, {})
+    key = (input_size, calibrated, table.statistic)
+    hit = per_table.get(key)
+    if hit is not None and hit[0] == table.revision:
+        return hit[1]
     space = supernet.space
     index = {s: {op: i for i, op in enumerate(space.candidates[s])} for s in space.slots}
     sums = {s: torch.zeros(len(space.candidates[s]), dtype=torch.float64) for s in space.slots}
@@ -184,7 +185,7 @@ def slot_latency(
             sums[c.slot][index[c.slot][c.path.rsplit(".", 1)[-1]]] += ms
     cal = calibration_for(table, supernet.arch, input_size) if calibrated else None
     result = SlotLatency(fixed, sums, cal)
-    per_net[key] = (weakref.ref(table), table.revision, result)
+    per_table[key] = (table.revision, result)
     return result
 
 

@@ -101,17 +101,9 @@ def accuracy_metrics(predicted: Sequence[float], measured: Sequence[float]) -> d
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b (``scipy.stats.kendalltau``; a plain O(n^2) fallback without scipy)."""
-    try:
-        from scipy.stats import kendalltau
-    except ImportError:  # scipy comes with scikit-image, but do not depend on it here
-        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-        dx = np.sign(x[:, None] - x[None, :])
-        dy = np.sign(y[:, None] - y[None, :])
-        iu = np.triu_indices(len(x), 1)
-        dx, dy = dx[iu], dy[iu]
-        denom = math.sqrt(float((dx != 0).sum()) * float((dy != 0).sum()))
-        return float((dx * dy).sum() / denom) if denom else float("nan")
+    """Kendall's tau-b (``scipy.stats.kendalltau``; scipy is a dependency)."""
+    from scipy.stats import kendalltau
+
     return float(kendalltau(x, y).statistic)
 
 
@@ -481,14 +473,11 @@ def validation_csv(report: ValidationReport) -> str:
 
 def plot_validation(report: ValidationReport, path: Path) -> None:
     """Scatter of predicted vs measured (raw and calibrated), y = x and +-10 % lines."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from nas.report import new_figure
 
     val = [r for r in report.results if r.split == "validation"]
     cal = [r for r in report.results if r.split == "calibration"]
-    fig, ax = plt.subplots(figsize=(5.5, 5.0), dpi=120)
+    fig, ax = new_figure(figsize=(5.5, 5.0), dpi=120)
     allv = [r.measured_ms for r in report.results] + [
         v for r in report.results for v in (r.predicted_ms, r.calibrated_ms)
     ]
@@ -537,5 +526,4 @@ def plot_validation(report: ValidationReport, path: Path) -> None:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     atomic_write(path, lambda f: f.write(buf.getvalue()))

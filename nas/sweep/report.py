@@ -237,12 +237,9 @@ def front_rows(points: Any) -> Any:
 
 def draw_fronts(points: Any, path: str | Path, title: str = "", xlabel: str = "") -> Path:
     """Scatter every study's trials, join each study's Pareto front; write ``path``."""
-    import matplotlib
+    from nas.report import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = new_figure(figsize=(6.4, 4.4))
     for i, (name, d) in enumerate(points.groupby("study", sort=False)):
         color = f"C{i}"
         mode = d["mode"].iloc[0]
@@ -268,7 +265,6 @@ def draw_fronts(points: Any, path: str | Path, title: str = "", xlabel: str = ""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
-    plt.close(fig)
     return path
 
 

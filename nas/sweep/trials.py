@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from nas.runs import RunDir
+from nas.runs import Run
 from nas.sweep.config import SweepConfig, WorkerOptions
 from nas.utils import parse_size, size_text
 
@@ -63,8 +62,9 @@ def _latency_attrs(
 @torch.no_grad()
 def derived_psnr(run_dir: Path, cfg: Any, device: torch.device | str = "cpu") -> float:
     """PSNR (dB) of a search run's derived net with its inherited weights (``derived_init.pt``)
-    on the search's evaluation batches (validation split, same crop, seed and count)."""
-    from nas.data import build_dataset, make_loader
+    on the search's evaluation batches (:func:`nas.data.eval_batches`: validation split, same
+    crop, seed and count)."""
+    from nas.data import build_dataset, eval_batches
     from nas.metrics import psnr
     from nas.models import load_model_file
 
@@ -72,9 +72,8 @@ def derived_psnr(run_dir: Path, cfg: Any, device: torch.device | str = "cpu") ->
     net = load_model_file(run_dir / "derived_init.pt").model.to(dev).eval()
     mis = bool(net.arch.misaligned)
     val = build_dataset(cfg.data, "val", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
-    loader = make_loader(val, cfg.batch, shuffle=False, seed=cfg.seed + 2)
     total, n = 0.0, 0
-    for _, b in zip(range(cfg.eval_batches), loader):
+    for b in eval_batches(val, cfg.batch, cfg.eval_batches, cfg.seed):
         y = net(b["under"].to(dev), b["over"].to(dev))
         total += float(psnr(y, b["gt"].to(dev)).clamp(max=100).sum())
         n += len(b["gt"])
@@ -82,7 +81,7 @@ def derived_psnr(run_dir: Path, cfg: Any, device: torch.device | str = "cpu") ->
 
 
 def best_val_psnr(run_dir: Path) -> float:
-    rows = RunDir(run_dir, resume=True).read_metrics()
+    rows = Run.load(run_dir).metrics()
     vals = [float(r["val_psnr"]) for r in rows if r.get("val_psnr") not in (None, "")]
     if not vals:
         raise RuntimeError(f"{run_dir} logged no val_psnr (data without ground truth?)")
@@ -92,9 +91,8 @@ def best_val_psnr(run_dir: Path) -> float:
 def _resumable(run_dir: str | None) -> Path | None:
     if not run_dir:
         return None
-    p = Path(run_dir)
-    ok = (p / "checkpoints" / "last.pt").is_file() and (p / "config.yaml").is_file()
-    return p if ok else None
+    run = Run.find(run_dir)
+    return run.path if run is not None and run.checkpoint("last") is not None else None
 
 
 def _genotype_str(g: Any) -> str:
@@ -118,7 +116,7 @@ def run_darts_trial(number: int, params: Mapping[str, float], ctx: TrialContext)
     A trial re-queued after its worker died finds its run folder in ``ctx.user_attrs`` and
     resumes it from the last checkpoint.
     """
-    from nas.genotype import Genotype, build
+    from nas.genotype import build
     from nas.search import latency_size, run_search
     from nas.train import run_train
     from nas.utils import resolve_device
@@ -140,8 +138,9 @@ def run_darts_trial(number: int, params: Mapping[str, float], ctx: TrialContext)
     )
     ctx.set_attr("run_dir", str(Path(runs_dir) / name))
     run = run_search(cfg, resume=prev is not None, progress=opts.progress)
-    g = Genotype.from_yaml(run / "genotype.yaml")
-    export = yaml.safe_load((run / "export.yaml").read_text()) or {}
+    record = Run.load(run)
+    g = record.genotype()
+    export = record.export_report()
     device = resolve_device(cfg.device)
     size = latency_size(cfg)
     attrs: dict[str, Any] = {
@@ -154,7 +153,7 @@ def run_darts_trial(number: int, params: Mapping[str, float], ctx: TrialContext)
         "latency_input": size_text(size),
         "device": str(device),
         "host": socket.gethostname(),
-        "supernet_psnr": float(RunDir(run, resume=True).read_metrics()[-1]["eval_psnr"]),
+        "supernet_psnr": float(record.metrics()[-1]["eval_psnr"]),
     }
     attrs.update(_latency_attrs(sc, build(g), size, device))
     attrs["derived_psnr"] = derived_psnr(run, cfg, device)
