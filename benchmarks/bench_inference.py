@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 
 from nas.accel import prepare_inference, to_memory_format  # noqa: E402
 from nas.baselines import list_models  # noqa: E402
-from nas.latency.profiler import time_fn  # noqa: E402
+from nas.latency.timing import time_fn  # noqa: E402
 from nas.models import resolve_model  # noqa: E402
 from nas.utils import atomic_write_text, resolve_device  # noqa: E402
 

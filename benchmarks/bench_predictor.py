@@ -44,9 +44,8 @@ from nas.latency.profiler import (  # noqa: E402
     ProfileSettings,
     estimate_profile,
     profile_spaces,
-    system_load,
 )
-from nas.latency.table import atomic_write  # noqa: E402
+from nas.latency.timing import system_load  # noqa: E402
 from nas.latency.validate import (  # noqa: E402
     analyse,
     measure_genotypes,
@@ -55,6 +54,7 @@ from nas.latency.validate import (  # noqa: E402
     write_report,
 )
 from nas.space import load_space  # noqa: E402
+from nas.utils import atomic_write_many  # noqa: E402
 
 TARGET_WITHIN10, TARGET_TAU = 90.0, 0.9
 
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text, end="")
     out = args.results / f"bench_predictor-{table.name}.txt"
-    atomic_write([(out, text)])
+    atomic_write_many([(out, text)])
     print(f"written: {out}")
     return 0
 

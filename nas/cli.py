@@ -55,6 +55,24 @@ def add_progress(p: argparse.ArgumentParser | Any, *aliases: str) -> None:
     )
 
 
+def add_table_args(
+    p: argparse.ArgumentParser | Any,
+    what: str = "explicit table CSV",
+    from_config: bool = False,
+    aliases: tuple[str, ...] = (),
+) -> None:
+    """``--latency-table CSV`` and ``--allow-foreign-table`` (a table profiled on another
+    device is refused unless allowed)."""
+    p.add_argument("--latency-table", *aliases, dest="latency_table", help=what)
+    p.add_argument(
+        "--allow-foreign-table",
+        dest="allow_foreign_table",
+        action="store_true",
+        default=None if from_config else False,
+        help="accept a table profiled on another device",
+    )
+
+
 def add_run_args(p: argparse.ArgumentParser, config_cls: str) -> None:
     """The flags every run-producing tool shares: ``--config``, ``--set``, ``--seed``,
     ``--run-name``, ``--runs-dir``, ``--resume``, ``--no-progress``."""
@@ -72,6 +90,38 @@ def add_run_args(p: argparse.ArgumentParser, config_cls: str) -> None:
     p.add_argument("--runs-dir", dest="runs_dir")
     p.add_argument("--resume", action="store_true", help="continue the run named --run-name")
     add_progress(p)
+
+
+def add_training_args(p: argparse.ArgumentParser, config_cls: str) -> None:
+    """What every training loop takes (search and train): data, device, epochs, batch, crop,
+    samples per epoch, memory format, how real photos are read, then :func:`add_run_args`."""
+    p.add_argument(
+        "--data",
+        help="'synthetic' (bundled photos), a SICE root, a folder of pairs or of exposure "
+        "sequences, or a folder of photos",
+    )
+    add_device(p, from_config=True)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--crop", type=int)
+    p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
+    p.add_argument(
+        "--channels-last",
+        dest="channels_last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last memory format (default: on for CUDA, off on CPU)",
+    )
+    p.add_argument(
+        "--max-side", dest="max_side", type=int, help="downscale real photos to this long side"
+    )
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        default=None,
+        help="keep decoded real photos in memory (sequences data)",
+    )
+    add_run_args(p, config_cls)
 
 
 def run_command(

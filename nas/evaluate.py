@@ -63,8 +63,8 @@ import torch
 import yaml
 
 from nas import report
-from nas.cli import add_device, add_progress
-from nas.latency.table import MissingLatencyEntry
+from nas.cli import add_device, add_progress, add_table_args
+from nas.latency.keys import MissingLatencyEntry
 from nas.lineup import (
     BASELINE_GROUP,
     CLASSICAL_GROUP,
@@ -549,8 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5, help="interleaved passes over all models")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls per model")
     p.add_argument("--threads", type=int, help="CPU threads while timing (default: torch's)")
-    p.add_argument("--latency-table", dest="latency_table", help="table CSV for predictions")
-    p.add_argument("--allow-foreign-table", dest="allow_foreign_table", action="store_true")
+    add_table_args(p, "table CSV for the predicted latency")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default: results/eval/<model names>)")
     p.add_argument(

@@ -81,7 +81,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -447,29 +447,16 @@ def fuse_classical(
     return res
 
 
-def fuse_images(
-    model: nn.Module,
-    images: Sequence[Tensor],
-    tile: int = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
-    *,
-    rule: str = "extremes",
-    **kwargs,
-) -> Tensor:
-    """Fuse two or more exposures ``(3, H, W)`` in [0, 1] of one scene into one ``(3, H, W)``.
-
-    Args:
-        model: a fusion network, ``forward(under, over)`` (it is put in eval mode).
-        images: the exposures, any order, all the same size.
-        tile, overlap: tiling (see :func:`fuse_pair` and the module docstring).
-        rule: ``"extremes"`` or ``"sequential"`` for more than two images.
-        kwargs: ``device``, ``align``, ``stats_max_pixels`` of :func:`fuse_pair`.
+def fuse_images(model: nn.Module, images: Sequence[Tensor], *args: Any, **kwargs: Any) -> Tensor:
+    """Fuse two or more exposures ``(3, H, W)`` in [0, 1] of one scene into one ``(3, H, W)``:
+    :func:`fuse_images_info`'s image (same arguments: tiling, ``rule``, ``names``, and
+    ``device``, ``align``, ``stats_max_pixels`` of :func:`fuse_pair`).
 
     Raises:
         PairSizeError: images differ in size (a ``ValueError``).
         FuseError: fewer than two images, an unknown rule, ...
     """
-    return fuse_images_info(model, images, tile, overlap, rule=rule, **kwargs).image
+    return fuse_images_info(model, images, *args, **kwargs).image
 
 
 # --- command line -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import yaml
 from torch import nn
 
 from nas.ops import Unit, create_op, get_op_spec, list_ops
-from nas.space import ArchConfig, SpaceError
+from nas.space import ArchConfig
 from nas.supernet import CRMEFNet, Supernet
 from nas.utils import atomic_write_text
 
@@ -81,17 +81,9 @@ class Genotype:
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> Genotype:
         if not isinstance(data, Mapping):
             raise GenotypeError(f"{source}: expected a mapping, got {type(data).__name__}")
-        arch_keys = {f.name for f in dataclasses.fields(ArchConfig)}
-        valid = {"space", "ops"} | arch_keys
-        unknown = sorted(set(data) - valid)
-        if unknown:
-            raise GenotypeError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+        arch = ArchConfig.parse(data, {"space", "ops"}, source, GenotypeError)
         if not isinstance(data.get("ops"), Mapping):
             raise GenotypeError(f"{source}: 'ops' must map slot names to op names")
-        try:
-            arch = ArchConfig(**{k: data[k] for k in arch_keys if k in data})
-        except SpaceError as e:
-            raise GenotypeError(f"{source}: {e}") from None
         ops = data["ops"]
         missing = [s for s in arch.slots if s not in ops]
         extra = sorted(set(ops) - set(arch.slots))

@@ -308,7 +308,7 @@ def evaluate_folder(
     from nas.flops import count_params
     from nas.fuse import DEFAULT_OVERLAP, DEFAULT_TILE
     from nas.latency import device_info, resolve_device
-    from nas.latency.profiler import pinned_threads
+    from nas.latency.timing import pinned_threads
 
     log = log or quiet
     tile = DEFAULT_TILE if tile is None else int(tile)

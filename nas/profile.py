@@ -30,8 +30,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from nas.cli import add_device
+from nas.cli import add_device, add_progress, add_table_args
 from nas.latency.fingerprint import DEFAULT_BATCH, DEFAULT_INPUT_SIZE, resolve_device
+from nas.latency.keys import MissingLatencyEntry
 from nas.latency.profiler import (
     DEFAULT_CHANNELS,
     DEFAULT_CPU_MAX_SECONDS,
@@ -42,7 +43,8 @@ from nas.latency.profiler import (
     estimate_profile,
     profile_spaces,
 )
-from nas.latency.table import LatencyTable, LatencyTableError, MissingLatencyEntry
+from nas.latency.table import LatencyTable
+from nas.latency.table_io import LatencyTableError
 from nas.latency.validate import RESULTS_DIR, settings_from_table, validate_predictor
 from nas.space import load_space
 
@@ -155,20 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--results", type=Path, default=RESULTS_DIR, help="validation outputs (results/latency)"
     )
-    p.add_argument(
-        "--latency-table",
-        "--table",
-        dest="table",
-        type=Path,
-        default=None,
-        help="explicit table CSV to validate",
-    )
-    p.add_argument(
-        "--allow-foreign-table",
-        action="store_true",
-        help="accept a table measured on another device",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_table_args(p, "explicit table CSV to validate", aliases=("--table",))
+    add_progress(p)
     return p
 
 
@@ -228,9 +218,9 @@ def run_estimate(args: argparse.Namespace, settings: ProfileSettings) -> int:
 
 def run_validate(args: argparse.Namespace, settings: ProfileSettings) -> int:
     spaces = args.space or ["crmef"]
-    if args.table is not None:
+    if args.latency_table is not None:
         table = LatencyTable.load(
-            args.table,
+            args.latency_table,
             device=settings.device,
             allow_foreign=args.allow_foreign_table,
             threads=settings.threads,

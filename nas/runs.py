@@ -19,7 +19,6 @@ paths). Everything that asks "what is this run?" (evaluation, the sweep, export,
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -36,6 +35,40 @@ from nas.utils import atomic_torch_save, atomic_write_text
 T = TypeVar("T")
 
 RUNS_DIR = Path("results") / "runs"
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """The settings every training loop shares (search and retraining; YAML keys).
+
+    Attributes:
+        data: ``synthetic`` (the bundled photos) or a data path (:func:`nas.data.build_dataset`).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        epochs, batch, crop, samples_per_epoch: the loop (random crops of ``crop`` pixels).
+        max_side, cache: how real photos are read (downscaled, kept in memory).
+        steps_per_epoch: cap on the steps of an epoch (None: the whole loader).
+        eval_batches: fixed evaluation batches (:func:`nas.data.eval_batches`).
+        grad_clip: gradient-norm clip of the weight step.
+        channels_last: memory format (None: on for CUDA, off on CPU; :mod:`nas.accel`).
+        seed, num_workers, run_name, runs_dir: seeding, loader workers, the run folder.
+    """
+
+    data: str = "synthetic"
+    device: str = "auto"
+    epochs: int = 50
+    batch: int = 8
+    crop: int = 128
+    samples_per_epoch: int = 256
+    max_side: int | None = None
+    cache: bool = False
+    steps_per_epoch: int | None = None
+    eval_batches: int = 4
+    grad_clip: float = 5.0
+    channels_last: bool | None = None
+    seed: int = 0
+    num_workers: int = 0
+    run_name: str | None = None
+    runs_dir: str = str(RUNS_DIR)
 
 
 class RunError(RuntimeError):
@@ -308,16 +341,3 @@ def _parse(value: str) -> Any:
         except (TypeError, ValueError):
             pass
     return value
-
-
-def add_photo_args(p: argparse.ArgumentParser) -> None:
-    """``--max-side`` and ``--cache``: how a run reads real photos (search and train)."""
-    p.add_argument(
-        "--max-side", dest="max_side", type=int, help="downscale real photos to this long side"
-    )
-    p.add_argument(
-        "--cache",
-        action="store_true",
-        default=None,
-        help="keep decoded real photos in memory (sequences data)",
-    )

@@ -52,15 +52,15 @@ from typing import Any
 
 import torch
 
-from nas.cli import add_device, add_run_args, run_config_command
+from nas.cli import add_table_args, add_training_args, run_config_command
 from nas.config import to_dict
 from nas.engine import Batch, Engine, validation_scores
 from nas.genotype import Genotype, derive, extract
-from nas.latency.table import MissingLatencyEntry
+from nas.latency.keys import MissingLatencyEntry
 from nas.losses import build_loss, check_loss_data
 from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
-from nas.runs import RUNS_DIR, Run, RunDir, RunError, add_photo_args
+from nas.runs import Run, RunConfig, RunDir, RunError
 from nas.space import SearchSpace, load_space
 from nas.supernet import Supernet
 from nas.utils import (
@@ -73,13 +73,12 @@ from nas.utils import (
 
 
 @dataclass
-class SearchConfig:
-    """Settings of a search run (YAML keys = these fields)."""
+class SearchConfig(RunConfig):
+    """Settings of a search run (YAML keys = these fields and
+    :class:`nas.runs.RunConfig`'s)."""
 
     space: str = "crmef"
     channels: int | None = None
-    data: str = "synthetic"
-    device: str = "auto"
     latency_device: str | None = None
     latency_table: str | None = None
     allow_foreign_table: bool = False
@@ -89,15 +88,7 @@ class SearchConfig:
     latency_penalty: str = "normalised"
     latency_scale: str = "loss"
     loss: str = "l1"
-    epochs: int = 50
     warmup_epochs: int = 10
-    batch: int = 8
-    crop: int = 128
-    samples_per_epoch: int = 256
-    max_side: int | None = None
-    cache: bool = False
-    steps_per_epoch: int | None = None
-    eval_batches: int = 4
     order: str = "first"
     w_lr: float = 3e-4
     w_lr_min: float = 0.0
@@ -105,14 +96,8 @@ class SearchConfig:
     w_weight_decay: float = 3e-4
     a_lr: float = 1e-4
     a_weight_decay: float = 1e-3
-    grad_clip: float = 5.0
     amp: str = "off"
-    channels_last: bool | None = None
     max_skip: int | None = None
-    seed: int = 0
-    num_workers: int = 0
-    run_name: str | None = None
-    runs_dir: str = str(RUNS_DIR)
 
     def __post_init__(self) -> None:
         if self.order not in ("first", "second"):
@@ -143,36 +128,28 @@ class SearchConfig:
             raise ValueError(f"loss must be one of {list_losses()}, got {self.loss!r}")
 
 
+_TINY: dict[str, Any] = dict(
+    space="tiny",
+    epochs=6,
+    warmup_epochs=2,
+    batch=4,
+    crop=48,
+    samples_per_epoch=32,
+    eval_batches=2,
+    w_lr=0.05,
+    w_lr_min=0.005,
+    a_lr=3e-2,
+    latency_input=[64, 64],
+)
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds on 2 CPU cores: the demo's and CI's search
-    "tiny": dict(
-        space="tiny",
-        epochs=6,
-        warmup_epochs=2,
-        batch=4,
-        crop=48,
-        samples_per_epoch=32,
-        eval_batches=2,
-        w_lr=0.05,
-        w_lr_min=0.005,
-        a_lr=3e-2,
-        latency_input=[64, 64],
-    ),
-    # minutes on 2 CPU cores: the eta-sweep benchmark
-    "small": dict(
-        space="crmef",
-        channels=16,
-        epochs=12,
-        warmup_epochs=3,
-        batch=4,
-        crop=64,
-        samples_per_epoch=64,
-        eval_batches=4,
-        w_lr=0.05,
-        w_lr_min=0.005,
-        a_lr=1e-2,
-        latency_input=[64, 64],
-    ),
+    "tiny": _TINY,
+    # minutes on 2 CPU cores: the eta-sweep benchmark (tiny's steps, the crmef space at C=16)
+    "small": {
+        **_TINY,
+        **dict(space="crmef", channels=16, epochs=12, warmup_epochs=3, crop=64),
+        **dict(samples_per_epoch=64, eval_batches=4, a_lr=1e-2),
+    },
 }
 
 
@@ -573,21 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
         "('Ours*')",
     )
     p.add_argument("--space", help="search space YAML or shipped name (crmef, crmef-misaligned)")
-    p.add_argument("--data", help="'synthetic' (bundled photos), a SICE root or an image folder")
-    add_device(p, from_config=True)
     p.add_argument(
         "--latency-device",
         dest="latency_device",
         help="search for another device's latency table (e.g. cuda on a CPU)",
     )
-    p.add_argument("--latency-table", dest="latency_table", help="explicit table CSV")
-    p.add_argument(
-        "--allow-foreign-table",
-        dest="allow_foreign_table",
-        action="store_true",
-        default=None,
-        help="accept a table profiled on another device",
-    )
+    add_table_args(p, from_config=True)
     p.add_argument(
         "--latency-input",
         dest="latency_input",
@@ -615,12 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--loss", help="train and val objective: l1 (needs ground truth, default) or mef-ssim"
     )
-    p.add_argument("--epochs", type=int)
     p.add_argument("--warmup-epochs", dest="warmup_epochs", type=int)
     p.add_argument("--channels", type=int, choices=[8, 16, 32, 64])
-    p.add_argument("--batch", type=int)
-    p.add_argument("--crop", type=int)
-    p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
     p.add_argument("--order", choices=["first", "second"])
     p.add_argument("--max-skip", dest="max_skip", type=int)
     p.add_argument(
@@ -628,15 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["off", "bf16"],
         help="bf16 autocast for the weight step (the alpha step and latency stay fp32)",
     )
-    p.add_argument(
-        "--channels-last",
-        dest="channels_last",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="channels_last memory format (default: on for CUDA, off on CPU)",
-    )
-    add_photo_args(p)
-    add_run_args(p, "SearchConfig")
+    add_training_args(p, "SearchConfig")
     return p
 
 

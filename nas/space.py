@@ -74,6 +74,22 @@ class ArchConfig:
     misaligned: bool = False
     style: str = "lean"
 
+    @classmethod
+    def parse(
+        cls, data: Mapping[str, Any], extra_keys: set[str], source: str, error: type[Exception]
+    ) -> ArchConfig:
+        """The ArchConfig fields of a YAML mapping that may also hold ``extra_keys``; an
+        unknown key or a bad value is an ``error`` naming ``source``."""
+        arch_keys = {f.name for f in dataclasses.fields(cls)}
+        valid = extra_keys | arch_keys
+        unknown = sorted(set(data) - valid)
+        if unknown:
+            raise error(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+        try:
+            return cls(**{k: data[k] for k in arch_keys if k in data})
+        except SpaceError as e:
+            raise error(f"{source}: {e}") from None
+
     def __post_init__(self) -> None:
         if not isinstance(self.channels, int) or self.channels < 2:
             raise SpaceError(f"channels must be an integer >= 2, got {self.channels!r}")
@@ -123,17 +139,9 @@ class SearchSpace:
             raise SpaceError(
                 f"{source}: expected a mapping at top level, got {type(data).__name__}"
             )
-        arch_keys = {f.name for f in dataclasses.fields(ArchConfig)}
-        valid = {"name", "description", "slots"} | arch_keys
-        unknown = sorted(set(data) - valid)
-        if unknown:
-            raise SpaceError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(valid)}")
+        arch = ArchConfig.parse(data, {"name", "description", "slots"}, source, SpaceError)
         if "name" not in data or "slots" not in data:
             raise SpaceError(f"{source}: 'name' and 'slots' are required")
-        try:
-            arch = ArchConfig(**{k: data[k] for k in arch_keys if k in data})
-        except SpaceError as e:
-            raise SpaceError(f"{source}: {e}") from None
         slots = data["slots"]
         if not isinstance(slots, Mapping):
             raise SpaceError(f"{source}: 'slots' must map slot names to lists of ops")

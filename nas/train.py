@@ -29,18 +29,19 @@ from typing import Any
 import torch
 
 from nas import distributed
-from nas.cli import add_device, add_run_args, run_config_command
+from nas.cli import add_training_args, run_config_command
 from nas.config import to_dict
 from nas.engine import Batch, Engine, validation_scores
 from nas.losses import build_loss, check_loss_data, loss_for_model
 from nas.models import ModelRefError, build_arch, resolve_model
-from nas.runs import RUNS_DIR, RunDir, RunError, add_photo_args
+from nas.runs import RunConfig, RunDir, RunError
 from nas.utils import resolve_device, seed_everything
 
 
 @dataclass
-class TrainConfig:
-    """Settings of a training run (YAML keys = these fields)."""
+class TrainConfig(RunConfig):
+    """Settings of a training run (YAML keys = these fields and
+    :class:`nas.runs.RunConfig`'s)."""
 
     arch: str = "crmef-general"
     channels: int | None = None
@@ -48,26 +49,12 @@ class TrainConfig:
     loss: str = "paper"
     beta1: float = 0.75
     beta2: float = 0.05
-    data: str = "synthetic"
     misaligned: bool | None = None
-    device: str = "auto"
     epochs: int = 100
-    batch: int = 8
-    crop: int = 128
-    samples_per_epoch: int = 256
-    max_side: int | None = None
-    cache: bool = False
-    steps_per_epoch: int | None = None
     eval_batches: int = 8
     lr: float = 1e-4
     lr_min: float = 1e-10
     critic_lr: float = 1e-4
-    grad_clip: float = 5.0
-    channels_last: bool | None = None
-    seed: int = 0
-    num_workers: int = 0
-    run_name: str | None = None
-    runs_dir: str = str(RUNS_DIR)
 
     def __post_init__(self) -> None:
         if self.init not in ("scratch", "inherit"):
@@ -310,22 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["scratch", "inherit"],
         help="genotypes: fresh weights (default) or the search's inherited ones",
     )
-    p.add_argument("--data")
-    add_device(p, from_config=True)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--crop", type=int)
-    p.add_argument("--batch", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int)
-    p.add_argument(
-        "--channels-last",
-        dest="channels_last",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="channels_last memory format (default: on for CUDA, off on CPU)",
-    )
-    add_photo_args(p)
-    add_run_args(p, "TrainConfig")
+    add_training_args(p, "TrainConfig")
     return p
 
 

@@ -22,7 +22,7 @@ from nas.evaluate import (
 )
 from nas.genotype import CRMEF_GENERAL, build
 from nas.latency import LatencyTable, trace_units
-from nas.latency.profiler import pinned_threads
+from nas.latency.timing import pinned_threads
 from nas.mefb import (
     PAIR_COLUMNS,
     PLOT_FILE,

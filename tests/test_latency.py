@@ -32,7 +32,8 @@ from nas.latency import (
     trace_units,
 )
 from nas.latency.fingerprint import slugify, table_name
-from nas.latency.table import calibration_scope, meta_path_for
+from nas.latency.table import calibration_scope
+from nas.latency.table_io import meta_path_for
 from nas.profile import main
 from nas.space import load_space
 from nas.supernet import MixedOp, Supernet

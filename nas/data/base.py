@@ -195,6 +195,38 @@ class PairDataset(Dataset):
         self.epoch = 0
         self._bad: set[int] = set()
 
+    def _setup_folder(
+        self,
+        root: Any,
+        split: str,
+        pair_mode: str,
+        pair_modes: Sequence[str],
+        crop: int | None,
+        augment: bool | None,
+        max_side: int | None,
+        size_mismatch: str,
+    ) -> bool:
+        """What the real-photo folders share (SICE, sequences): ``root``, ``split``,
+        ``pair_mode`` (one of ``pair_modes``), ``max_side``, ``size_mismatch`` (``raise`` or
+        ``resize``) and the crop/augment ``transform``. Returns whether samples are drawn
+        at random (``augment``; default: the training split)."""
+        from pathlib import Path
+
+        from nas.data.augment import PairAugment
+
+        self.root = Path(root)
+        self.split = check_split(split)
+        if pair_mode not in pair_modes:
+            raise ValueError(f"pair_mode must be one of {tuple(pair_modes)}, got {pair_mode!r}")
+        if size_mismatch not in ("raise", "resize"):
+            raise ValueError(f"size_mismatch must be 'raise' or 'resize', got {size_mismatch!r}")
+        self.pair_mode = pair_mode
+        self.size_mismatch = size_mismatch
+        self.max_side = max_side
+        random = (split == "train") if augment is None else bool(augment)
+        self.transform = PairAugment(crop, random=random)
+        return random
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch used to seed per-sample randomness (training splits only)."""
         self.epoch = int(epoch)

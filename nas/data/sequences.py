@@ -79,12 +79,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-from nas.data.augment import PairAugment
 from nas.data.base import (
     DATA_ERRORS,
     PairDataset,
     check_on_error,
-    check_split,
     make_generator,
     single_thread,
     split_items,
@@ -274,24 +272,16 @@ class SequenceFolder(PairDataset):
         size_mismatch: str = "raise",
     ) -> None:
         super().__init__(on_error=on_error, seed=seed)
-        self.root = Path(root)
-        self.split = check_split(split)
-        if pair_mode not in SEQUENCE_PAIR_MODES:
-            raise ValueError(f"pair_mode must be one of {SEQUENCE_PAIR_MODES}, got {pair_mode!r}")
+        random = self._setup_folder(
+            root, split, pair_mode, SEQUENCE_PAIR_MODES, crop, augment, max_side, size_mismatch
+        )
         if not (math.isfinite(min_gap) and 0.0 <= min_gap <= 1.0):
             raise ValueError(f"min_gap must be in [0, 1], got {min_gap}")
-        if size_mismatch not in ("raise", "resize"):
-            raise ValueError(f"size_mismatch must be 'raise' or 'resize', got {size_mismatch!r}")
-        self.pair_mode = pair_mode
         self.min_gap = float(min_gap)
-        self.size_mismatch = size_mismatch
-        self.max_side = max_side
         self.cache = bool(cache)
         self._frames: dict[Path, torch.Tensor] = {}
-        random = (split == "train") if augment is None else bool(augment)
         # an augmented split (train, or the search's architecture-step val) varies per epoch
         self.vary_with_epoch = random
-        self.transform = PairAugment(crop, random=random)
         found = find_sequences(self.root, on_error=on_error)
         keep = set(split_items([n for n, _ in found], ratios, seed)[split])
         with single_thread():

@@ -60,12 +60,10 @@ from typing import Any
 
 import torch
 
-from nas.data.augment import PairAugment
 from nas.data.base import (
     PairDataset,
     _check_ratios,
     check_on_error,
-    check_split,
     make_generator,
     split_items,
 )
@@ -340,18 +338,10 @@ class SICEDataset(PairDataset):
         size_mismatch: str = "raise",
     ) -> None:
         super().__init__(on_error=on_error, seed=seed)
-        self.root = Path(root)
-        self.split = check_split(split)
+        self._setup_folder(
+            root, split, pair_mode, PAIR_MODES, crop, augment, max_side, size_mismatch
+        )
         self.vary_with_epoch = split == "train"
-        if pair_mode not in PAIR_MODES:
-            raise ValueError(f"pair_mode must be one of {PAIR_MODES}, got {pair_mode!r}")
-        if size_mismatch not in ("raise", "resize"):
-            raise ValueError(f"size_mismatch must be 'raise' or 'resize', got {size_mismatch!r}")
-        self.pair_mode = pair_mode
-        self.size_mismatch = size_mismatch
-        self.max_side = max_side
-        random = (split == "train") if augment is None else bool(augment)
-        self.transform = PairAugment(crop, random=random)
         self.layout, all_seqs = scan_sice(
             self.root, skip_unlabelled=skip_unlabelled, on_error=on_error
         )

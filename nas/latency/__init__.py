@@ -30,6 +30,7 @@ from nas.latency.fingerprint import (
     resolve_device,
     table_name,
 )
+from nas.latency.keys import LatencyEntry, MissingLatencyEntry, TableKey
 from nas.latency.predict import (
     LatencyPenalty,
     SlotLatency,
@@ -43,29 +44,23 @@ from nas.latency.profiler import (
     ProfileEstimate,
     ProfileReport,
     ProfileSettings,
-    TimingStats,
     collect_units,
     estimate_profile,
     measure_networks,
     profile_spaces,
     profile_units,
     synthetic_table,
-    time_fn,
 )
 from nas.latency.table import (
     Calibration,
-    ForeignTableError,
-    LatencyEntry,
     LatencyTable,
-    LatencyTableError,
-    LatencyTableNotFound,
-    MissingLatencyEntry,
     RiggedTable,
-    TableKey,
     calibration_scope,
     default_table_dir,
     profile_command,
 )
+from nas.latency.table_io import ForeignTableError, LatencyTableError, LatencyTableNotFound
+from nas.latency.timing import TimingStats, time_fn
 from nas.latency.trace import UnitCall, UnitKey, outermost_units, trace_units
 from nas.latency.validate import (
     ValidationReport,

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from nas.latency.fingerprint import resolve_device
+from nas.latency.keys import MissingLatencyEntry, TableKey
 from nas.latency.profiler import (
     DEFAULT_REPS,
     DEFAULT_WARMUP,
@@ -32,7 +33,8 @@ from nas.latency.profiler import (
     collect_units,
     profile_spaces,
 )
-from nas.latency.table import LatencyTable, LatencyTableNotFound, MissingLatencyEntry, TableKey
+from nas.latency.table import LatencyTable
+from nas.latency.table_io import LatencyTableNotFound
 from nas.space import SearchSpace, load_space
 
 AUTO_BATCH = 1

@@ -25,7 +25,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
-from nas.latency.table import Calibration, LatencyTable, MissingLatencyEntry, calibration_scope
+from nas.latency.keys import MissingLatencyEntry
+from nas.latency.table import Calibration, LatencyTable, calibration_scope
 from nas.latency.trace import UnitCall, trace_units
 from nas.space import SPACES_DIR
 from nas.supernet import Supernet

@@ -40,11 +40,10 @@ from nas.latency.fingerprint import (
     table_name,
 )
 from nas.latency.keys import LatencyEntry, format_shapes
-from nas.latency.table import LatencyTable, LatencyTableNotFound
+from nas.latency.table import LatencyTable
+from nas.latency.table_io import LatencyTableNotFound
 from nas.latency.timing import (
     TimingStats,
-    _quantile,  # noqa: F401  (re-export)
-    _sync,  # noqa: F401  (re-export)
     load_warning,
     other_runnable,
     pinned_threads,

@@ -42,19 +42,13 @@ from nas.latency.keys import (
     LatencyEntry,
     MissingLatencyEntry,
     TableKey,
-    format_shapes,  # noqa: F401  (re-export)
 )
 from nas.latency.table_io import (
-    COLUMNS,  # noqa: F401  (re-export)
-    OPTIONAL_COLUMNS,  # noqa: F401  (re-export)
-    REQUIRED_COLUMNS,  # noqa: F401  (re-export)
     ForeignTableError,
     LatencyTableError,
     LatencyTableNotFound,
     _pick,
     _table_meta,
-    atomic_write,  # noqa: F401  (re-export)
-    meta_path_for,  # noqa: F401  (re-export)
     read_sidecar,
     read_table_csv,
     table_csv_text,
@@ -294,19 +288,10 @@ class LatencyTable:
         except KeyError:
             raise MissingLatencyEntry(self.missing_message(key), key) from None
 
-    def lookup(
-        self,
-        op: str,
-        C_in: int,
-        C_out: int,
-        H: int,
-        W: int,
-        stride: int = 1,
-        batch: int | None = None,
-    ) -> float:
-        """Latency in ms (the :attr:`statistic`, median by default) of op ``op`` mapping
-        C_in -> C_out at input H x W."""
-        e = self.entry(op, C_in, C_out, H, W, stride, batch)
+    def lookup(self, *unit: Any, **kwargs: Any) -> float:
+        """Latency in ms (the :attr:`statistic`, median by default) of the row :meth:`entry`
+        finds for the same arguments (``op, C_in, C_out, H, W[, stride, batch]``)."""
+        e = self.entry(*unit, **kwargs)
         v = getattr(e, f"{self._statistic}_ms")
         if not math.isfinite(v):
             raise LatencyTableError(

@@ -63,12 +63,6 @@ def meta_path_for(csv_path: Path) -> Path:
     return csv_path.with_name(csv_path.name[: -len(".csv")] + ".meta.yaml")
 
 
-def atomic_write(items: list[tuple[Path, str | bytes]]) -> None:
-    """Write the ``(path, text or bytes)`` items together (:func:`nas.utils.atomic_write_many`:
-    all temporary files complete before any target is replaced)."""
-    atomic_write_many(items)
-
-
 def table_csv_text(entries: Iterable[LatencyEntry]) -> str:
     """The CSV text of ``entries``: a :data:`COLUMNS` header, then one row per entry."""
     buf = io.StringIO()

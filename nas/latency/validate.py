@@ -486,22 +486,16 @@ def plot_validation(report: ValidationReport, path: Path) -> None:
     ax.plot(xs, xs, "k-", lw=1, label="y = x")
     ax.plot(xs, xs * 1.1, "k:", lw=0.8, label="+-10 %")
     ax.plot(xs, xs * 0.9, "k:", lw=0.8)
-    r_ = report.raw
-    ax.scatter(
-        [r.measured_ms for r in val],
-        [r.predicted_ms for r in val],
-        s=18,
-        c="tab:orange",
-        label=f"raw sum (MAPE {r_['mape']:.1f} %, tau {r_['tau']:.2f})",
-    )
+    series = [("raw sum", "predicted_ms", report.raw, "tab:orange")]
     if report.calibration is not None:
-        c_ = report.calibrated
+        series.append(("calibrated", "calibrated_ms", report.calibrated, "tab:blue"))
+    for label, attr, acc, color in series:
         ax.scatter(
             [r.measured_ms for r in val],
-            [r.calibrated_ms for r in val],
+            [getattr(r, attr) for r in val],
             s=18,
-            c="tab:blue",
-            label=f"calibrated (MAPE {c_['mape']:.1f} %, tau {c_['tau']:.2f})",
+            c=color,
+            label=f"{label} (MAPE {acc['mape']:.1f} %, tau {acc['tau']:.2f})",
         )
         ax.scatter(
             [r.measured_ms for r in cal],

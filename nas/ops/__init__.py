@@ -19,49 +19,44 @@ from nas.ops.authors import AuthorsConv, AuthorsDeform, AuthorsResBlock
 from nas.ops.conv import ConvOp, ResConvOp, SkipOp
 from nas.ops.deform import DeformConvOp
 from nas.ops.deform_conv import deform_conv2d
-from nas.ops.registry import STYLES, OpSpec, create_op, get_op_spec, list_ops, register_op
+from nas.ops.registry import (
+    STYLES,
+    OpFactory,
+    OpSpec,
+    create_op,
+    get_op_spec,
+    list_ops,
+    register_op,
+)
 from nas.ops.unit import Unit, call_slot
 
-for _k in (1, 3, 5, 7):
-    register_op(
-        f"conv_{_k}",
-        lambda ci, co, s=1, k=_k: ConvOp(ci, co, k, s),
-        family="conv",
-        kernel=_k,
-        authors=lambda ci, co, s=1, k=_k: AuthorsConv(ci, co, k, s),
-    )
-    register_op(
-        f"resconv_{_k}",
-        lambda ci, co, s=1, k=_k: ResConvOp(ci, co, k, s),
-        family="resconv",
-        kernel=_k,
-        authors=lambda ci, co, s=1, k=_k: AuthorsResBlock(ci, co, k, s),
-    )
-for _k in (3, 5, 7):
-    register_op(
-        f"dilconv_{_k}",
-        lambda ci, co, s=1, k=_k: ConvOp(ci, co, k, s, dilation=2),
-        family="dilconv",
-        kernel=_k,
-        dilation=2,
-        authors=lambda ci, co, s=1, k=_k: AuthorsConv(ci, co, k, s, dilation=2),
-    )
-    register_op(
-        f"resdilconv_{_k}",
-        lambda ci, co, s=1, k=_k: ResConvOp(ci, co, k, s, dilation=2),
-        family="resdilconv",
-        kernel=_k,
-        dilation=2,
-        authors=lambda ci, co, s=1, k=_k: AuthorsResBlock(ci, co, k, s, dilation=2),
-    )
-    register_op(
-        f"deform_{_k}",
-        lambda ci, co, s=1, k=_k: DeformConvOp(ci, co, k, s),
-        family="deform",
-        kernel=_k,
-        takes_offset_feat=True,
-        authors=lambda ci, co, s=1, k=_k: AuthorsDeform(ci, co, k, s),
-    )
+# family: (kernels, dilation, lean class, authors' class); every class takes
+# (C_in, C_out, k, stride[, dilation]) and deformable ops also an offset feature
+_FAMILIES = {
+    "conv": ((1, 3, 5, 7), 1, ConvOp, AuthorsConv),
+    "resconv": ((1, 3, 5, 7), 1, ResConvOp, AuthorsResBlock),
+    "dilconv": ((3, 5, 7), 2, ConvOp, AuthorsConv),
+    "resdilconv": ((3, 5, 7), 2, ResConvOp, AuthorsResBlock),
+    "deform": ((3, 5, 7), 1, DeformConvOp, AuthorsDeform),
+}
+
+
+def _factory(cls: type, k: int, dilation: int) -> OpFactory:
+    extra = {"dilation": dilation} if dilation != 1 else {}
+    return lambda ci, co, s=1: cls(ci, co, k, s, **extra)
+
+
+for _family, (_kernels, _dilation, _lean, _authors) in _FAMILIES.items():
+    for _k in _kernels:
+        register_op(
+            f"{_family}_{_k}",
+            _factory(_lean, _k, _dilation),
+            family=_family,
+            kernel=_k,
+            dilation=_dilation,
+            takes_offset_feat=_family == "deform",
+            authors=_factory(_authors, _k, _dilation),
+        )
 register_op("skip", lambda ci, co, s=1: SkipOp(ci, co, s), family="skip")
 
 __all__ = [

@@ -51,91 +51,34 @@ on any machine) join the same study, and read its settings from the study itself
 SQLite, workers of one machine serialise the step that picks the next trial with a file
 lock next to the database, so no grid point runs twice.
 
+Layout: :mod:`~nas.sweep.config` (what a study is), :mod:`~nas.sweep.study` (storage, lock,
+sampler, grid bookkeeping), :mod:`~nas.sweep.trials` (a DARTS trial), :mod:`~nas.sweep.nsga2`
+(a black-box trial), :mod:`~nas.sweep.worker` (objective, worker loop, processes),
+:mod:`~nas.sweep.report` (tables, fronts, figure), :mod:`~nas.sweep.cli` (the command line).
+
 Outputs: ``results/sweeps/<study>.csv`` (every complete trial, ``pareto`` flag),
 ``<study>.md`` (the Pareto table), ``<study>.png`` (the front, plus ``--compare`` studies).
 """
 
 from nas.sweep.cli import build_parser, main
-from nas.sweep.config import (
-    CONFIG_ATTR,
-    DEFAULT_ETAS,
-    DEFAULT_SAMPLED_TRIALS,
-    DIRECTIONS,
-    MODES,
-    SAMPLERS,
-    SWEEPS_DIR,
-    SweepConfig,
-    WorkerOptions,
-    default_storage,
-    default_study_name,
-)
-from nas.sweep.nsga2 import evaluated, run_nsga2_trial
-from nas.sweep.report import (
-    draw_fronts,
-    front_data,
-    front_rows,
-    load_frame,
-    remeasure,
-    trials_frame,
-    write_report,
-)
-from nas.sweep.study import (
-    StudyLock,
-    duplicate_of,
-    grid_points,
-    make_sampler,
-    make_storage,
-    open_study,
-    pending,
-    point_of,
-    population,
-    requeue_failed,
-    sqlite_path,
-)
-from nas.sweep.trials import TrialContext, best_val_psnr, derived_psnr, run_darts_trial, time_net
-from nas.sweep.worker import load_table, make_objective, run_worker, spawn_workers
+from nas.sweep.config import SweepConfig, WorkerOptions
+from nas.sweep.nsga2 import evaluated
+from nas.sweep.report import draw_fronts, front_data, front_rows, remeasure, trials_frame
+from nas.sweep.study import make_storage, open_study
+from nas.sweep.worker import run_worker
 
 __all__ = [
-    "CONFIG_ATTR",
-    "DEFAULT_ETAS",
-    "DEFAULT_SAMPLED_TRIALS",
-    "DIRECTIONS",
-    "MODES",
-    "SAMPLERS",
-    "SWEEPS_DIR",
-    "StudyLock",
     "SweepConfig",
-    "TrialContext",
     "WorkerOptions",
-    "best_val_psnr",
     "build_parser",
-    "default_storage",
-    "default_study_name",
-    "derived_psnr",
     "draw_fronts",
-    "duplicate_of",
     "evaluated",
     "front_data",
     "front_rows",
-    "grid_points",
-    "load_frame",
-    "load_table",
     "main",
-    "make_objective",
-    "make_sampler",
     "make_storage",
     "open_study",
-    "pending",
-    "point_of",
-    "population",
     "remeasure",
-    "requeue_failed",
-    "run_darts_trial",
-    "run_nsga2_trial",
     "run_worker",
-    "spawn_workers",
-    "sqlite_path",
-    "time_net",
     "trials_frame",
-    "write_report",
 ]

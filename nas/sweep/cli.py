@@ -12,9 +12,9 @@ import optuna
 import torch
 import yaml
 
-from nas.cli import add_device, add_progress, parse_set
+from nas.cli import add_device, add_progress, add_table_args, parse_set
 from nas.config import ConfigError, from_mapping, to_dict
-from nas.latency.table import MissingLatencyEntry
+from nas.latency.keys import MissingLatencyEntry
 from nas.report import markdown_table
 from nas.runs import RUNS_DIR
 from nas.sweep.config import (
@@ -37,6 +37,13 @@ from nas.sweep.report import (
 from nas.sweep.study import StudyLock, make_storage, open_study
 from nas.sweep.worker import run_worker, spawn_workers
 from nas.utils import resolve_device
+
+
+def _add_sweeps_dir(p: Any, flag: str, what: str) -> None:
+    """The folder of the studies (``--out-dir``: its older name)."""
+    p.add_argument(
+        flag, "--out-dir", dest="out_dir", default=str(SWEEPS_DIR), help=f"{what} ({SWEEPS_DIR})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,16 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads of this worker (default: torch's); part of the latency "
         "table's device fingerprint, so profile the table with the same --threads",
     )
-    w.add_argument("--latency-table", dest="latency_table")
-    w.add_argument("--allow-foreign-table", dest="allow_foreign_table", action="store_true")
+    add_table_args(w)
     w.add_argument("--runs-dir", dest="runs_dir", default=str(RUNS_DIR))
-    w.add_argument(
-        "--out",
-        "--out-dir",
-        dest="out_dir",
-        default=str(SWEEPS_DIR),
-        help=f"folder of the study databases and reports ({SWEEPS_DIR})",
-    )
+    _add_sweeps_dir(w, "--out", "folder of the study databases and reports")
     w.add_argument("--compare", nargs="+", default=[], help="studies drawn on the same plot")
     w.add_argument(
         "--time-budget",
@@ -157,13 +157,7 @@ def _add_plot_parser(sub: Any) -> None:
     p = sub.add_parser("plot", help="draw several studies' fronts on one latency axis")
     p.add_argument("--studies", nargs="+", required=True)
     p.add_argument("--storage", nargs="+", help="one URL for all studies, or one per study")
-    p.add_argument(
-        "--dir",
-        "--out-dir",
-        dest="out_dir",
-        default=str(SWEEPS_DIR),
-        help=f"folder of the study databases ({SWEEPS_DIR})",
-    )
+    _add_sweeps_dir(p, "--dir", "folder of the study databases")
     p.add_argument("--out", help="figure path (default <dir>/<A>-vs-<B>.png)")
     p.add_argument("--x", default="measured_ms", choices=["measured_ms", "latency_ms"])
     p.add_argument("--title", default="", help="figure title")
@@ -221,13 +215,7 @@ def _add_report_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="print and write a study's Pareto table and figure again")
     p.add_argument("--study", required=True)
     p.add_argument("--storage")
-    p.add_argument(
-        "--out",
-        "--out-dir",
-        dest="out_dir",
-        default=str(SWEEPS_DIR),
-        help=f"folder of the study database and its report ({SWEEPS_DIR})",
-    )
+    _add_sweeps_dir(p, "--out", "folder of the study database and its report")
     p.add_argument("--compare", nargs="+", default=[])
 
 

@@ -34,7 +34,7 @@ def time_net(
     """
     import copy
 
-    from nas.latency.profiler import TimingStats, pinned_threads, time_fn
+    from nas.latency.timing import TimingStats, pinned_threads, time_fn
 
     dev = torch.device(device)
     g = torch.Generator().manual_seed(0)

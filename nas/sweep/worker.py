@@ -84,7 +84,7 @@ def make_objective(ctx: TrialContext, release: Callable[[], None]) -> Callable:
 def load_table(sc: SweepConfig, opts: WorkerOptions, required: bool) -> Any:
     """This device's latency table (None when there is none and it is not ``required``)."""
     from nas.latency import LatencyTable
-    from nas.latency.table import LatencyTableNotFound
+    from nas.latency.table_io import LatencyTableNotFound
     from nas.utils import resolve_device
 
     cfg = sc.search_config(
