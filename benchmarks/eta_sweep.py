@@ -21,6 +21,16 @@ batch 1, ``--profile-reps`` timed calls per unit) into ``latency_tables/``.
 
 Writes ``<out>/eta_sweep.md|csv``, ``<out>/eta_sweep.png`` (measured ms and quality against
 eta), ``<out>/alphas-eta<e>.png`` and the run folders under ``<out>/runs``.
+
+The same searches as a resumable Optuna study (one trial per eta, scored on validation
+MEF-SSIM and the latency measured at the deployment size; ``tests/test_sweep.py`` checks
+that the two configurations search alike)::
+
+    python -m nas.sweep --config configs/sweep-eta-cpu.yaml --set data=../shared/data/sequences
+
+This script is the benchmark around them: each search in its own process (for its peak
+memory), the space's own latency span, one interleaved re-timing of every net beside its
+prediction, and short retrains.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -107,7 +108,7 @@ def test_grid_sweep_on_sqlite_and_rerun_skips_complete(tmp_path: Path, table: Pa
         assert (Path(u["run_dir"]) / "genotype.yaml").is_file()
         assert u["measured_ms"] > 0 and u["predicted_ms"] > 0 and u["wall_s"] > 0
         assert len(u["genotype"].split()) == 7
-        assert t.values[0] == pytest.approx(u["derived_psnr"])
+        assert t.values[0] == pytest.approx(u["derived_quality"])
         assert t.values[1] == pytest.approx(u["measured_ms"])
     out = capsys.readouterr().out
     assert "Pareto front" in out and "measured ms" in out and "| 0.5 |" in out
@@ -140,7 +141,7 @@ def test_retrain_with_beta_grid(tmp_path: Path, table: Path) -> None:
     for t in trials:
         cfg = RunDir(t.user_attrs["retrain_dir"], resume=True).load_config()
         assert cfg["loss_name"] == "crmef" and cfg["beta1"] == t.params["beta1"]
-        assert t.values[0] == pytest.approx(t.user_attrs["retrain_psnr"])
+        assert t.values[0] == pytest.approx(t.user_attrs["retrain_quality"])
 
 
 def test_two_workers_share_one_study(tmp_path: Path, table: Path) -> None:
@@ -240,7 +241,7 @@ def test_nsga2_baseline_four_trials(tmp_path: Path, table: Path) -> None:
         assert all(t.params[s] in space.candidates[s] for s in space.slots)
         assert t.user_attrs["latency_source"] == "table"
         assert t.values[1] == pytest.approx(t.user_attrs["predicted_ms"])
-        assert t.values[0] == pytest.approx(t.user_attrs["proxy_psnr"])
+        assert t.values[0] == pytest.approx(t.user_attrs["proxy_quality"])
         assert t.user_attrs["measured_ms"] > 0
     df = sweep.trials_frame(study)
     assert df["pareto"].any() and len(df) == 4
@@ -255,14 +256,14 @@ def test_nsga2_baseline_four_trials(tmp_path: Path, table: Path) -> None:
 def test_front_data_pareto_and_hypervolume(tmp_path: Path) -> None:
     import pandas as pd
 
-    def frame(mode: str, psnr: list[float], ms: list[float]) -> pd.DataFrame:
-        n = len(psnr)
+    def frame(mode: str, quality: list[float], ms: list[float]) -> pd.DataFrame:
+        n = len(quality)
         return pd.DataFrame(
             {
                 "mode": [mode] * n,
                 "trial": list(range(n)),
                 "eta": [float(i) for i in range(n)] if mode == "darts" else [None] * n,
-                "psnr": psnr,
+                "quality": quality,
                 "latency_ms": ms,
                 "measured_ms": ms,
                 "wall_s": [2.0] * n,
@@ -307,3 +308,36 @@ def test_bad_settings_are_clear_errors(tmp_path: Path, table: Path, capsys, monk
     no_table = [a for a in w if a not in ("--allow-foreign-table", str(table), "--latency-table")]
     assert sweep.main(["--eta", "1", *SEARCH, *no_table, "--study", "nt"]) == 2
     assert "python -m nas.profile" in capsys.readouterr().err
+
+
+def test_quality_is_psnr_with_ground_truth_else_mef_ssim(tmp_path: Path) -> None:
+    from nas.sweep.trials import best_val_quality
+
+    with_gt = RunDir(tmp_path / "a")
+    with_gt.save_config({"kind": "train"})
+    with_gt.write_metrics([{"epoch": 0, "val_psnr": 20.5}, {"epoch": 1, "val_psnr": 21.5}])
+    assert best_val_quality(with_gt.path) == (21.5, "psnr")
+    real = RunDir(tmp_path / "b")
+    real.save_config({"kind": "train"})
+    real.write_metrics([{"epoch": 0, "val_mef_ssim": 0.91}, {"epoch": 1, "val_mef_ssim": 0.93}])
+    assert best_val_quality(real.path) == (0.93, "mef_ssim")
+    empty = RunDir(tmp_path / "c")
+    empty.save_config({"kind": "train"})
+    with pytest.raises(RuntimeError, match="no validation quality"):
+        best_val_quality(empty.path)
+
+
+def test_eta_benchmark_searches_are_a_sweep_study() -> None:
+    """configs/sweep-eta-cpu.yaml runs the searches of configs/search-eta-cpu.yaml."""
+    import yaml
+
+    from nas.config import load_yaml_config
+    from nas.search import SearchConfig
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    sc = from_mapping(
+        sweep.SweepConfig, yaml.safe_load((root / "sweep-eta-cpu.yaml").read_text()), "s"
+    )
+    bench = load_yaml_config(SearchConfig, root / "search-eta-cpu.yaml")
+    for eta in sc.eta:
+        assert sc.search_config(eta) == dataclasses.replace(bench, eta=eta, seed=sc.seed)

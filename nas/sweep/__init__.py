@@ -25,10 +25,11 @@ device's table (measured when there is no table).
 
 Objectives (both modes, ``directions=["maximize", "minimize"]``):
 
-1. validation PSNR (dB): the retrain's (or proxy training's) best ``val_psnr``; without a
-   retrain, the derived network *with the weights it inherits from the supernet*, evaluated
-   on the search's validation batches (the supernet's own ``eval_psnr`` is kept as a user
-   attribute);
+1. validation quality: PSNR (dB) where the data has ground truth, MEF-SSIM where it has
+   not (real bracketed sequences; ``quality_metric`` says which), as the engine scores
+   validation: the retrain's (or proxy training's) best; without a retrain, the derived
+   network *with the weights it inherits from the supernet*, evaluated on the search's
+   validation batches (the supernet's own score is kept as ``supernet_quality``);
 2. latency (ms): DARTS mode: the derived network **measured** on this device (the profiler's
    :func:`~nas.latency.profiler.time_fn` harness, batch 1, the search's latency input size,
    median of ``--latency-reps`` calls); NSGA-II mode: table-predicted. Both modes store the

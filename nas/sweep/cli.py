@@ -201,7 +201,7 @@ def _plot(args: argparse.Namespace) -> int:
     draw_fronts(points, out, xlabel=xlabel, title=args.title)
     text = markdown_table(summary, list(summary.columns))
     text += "\nFronts:\n\n" + markdown_table(
-        front_rows(points), ["study", "label", "psnr", "ms", "genotype"]
+        front_rows(points), ["study", "label", "quality", "ms", "genotype"]
     )
     print(text)
     md = out.with_suffix(".md")

@@ -18,7 +18,7 @@ from nas.sweep.trials import (
     _genotype_str,
     _latency_attrs,
     _resumable,
-    best_val_psnr,
+    best_val_quality,
 )
 from nas.utils import size_text
 
@@ -69,9 +69,9 @@ def run_nsga2_trial(number: int, choice: Mapping[str, str], ctx: TrialContext) -
         "latency_input": size_text(size),
         "device": str(device),
         "host": socket.gethostname(),
-        "psnr_source": f"proxy training ({sc.proxy_epochs} epochs, crmef loss), best val",
+        "quality_source": f"proxy training ({sc.proxy_epochs} epochs, crmef loss), best val",
     }
-    attrs["proxy_psnr"] = best_val_psnr(run)
+    attrs["proxy_quality"], attrs["quality_metric"] = best_val_quality(run)
     attrs.update(_latency_attrs(sc, build(g), size, device))
     attrs["predicted_ms"] = None
     if ctx.table is not None:
@@ -80,4 +80,4 @@ def run_nsga2_trial(number: int, choice: Mapping[str, str], ctx: TrialContext) -
     attrs["latency_source"] = "table" if attrs["predicted_ms"] is not None else "measured"
     latency = attrs["predicted_ms"] if attrs["predicted_ms"] is not None else attrs["measured_ms"]
     attrs["wall_s"] = round(time.perf_counter() - t0, 2)
-    return {"values": [attrs["proxy_psnr"], latency], "attrs": attrs}
+    return {"values": [attrs["proxy_quality"], latency], "attrs": attrs}

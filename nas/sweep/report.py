@@ -23,10 +23,11 @@ from nas.utils import parse_size
 def trials_frame(study: optuna.Study, name: str | None = None) -> Any:
     """Every complete trial of ``study`` as a DataFrame, with a ``pareto`` flag.
 
-    Columns: study, mode, trial, eta, beta1, beta2, psnr (objective 1), latency_ms
-    (objective 2), measured_ms, predicted_ms, genotype, supernet_psnr, derived_psnr, cached
-    (NSGA-II: a re-proposed genotype whose score was reused), wall_s, latency_input,
-    genotype_yaml, run_dir, device, pareto.
+    Columns: study, mode, trial, eta, beta1, beta2, quality (objective 1), quality_metric
+    (``psnr`` in dB with ground truth, ``mef_ssim`` without), latency_ms (objective 2),
+    measured_ms, predicted_ms, genotype, supernet_quality, derived_quality, cached (NSGA-II: a
+    re-proposed genotype whose score was reused), wall_s, latency_input, genotype_yaml,
+    run_dir, device, pareto.
     """
     import pandas as pd
 
@@ -42,13 +43,14 @@ def trials_frame(study: optuna.Study, name: str | None = None) -> Any:
                 "eta": t.params.get("eta"),
                 "beta1": t.params.get("beta1"),
                 "beta2": t.params.get("beta2"),
-                "psnr": float(t.values[0]),
+                "quality": float(t.values[0]),
+                "quality_metric": u.get("quality_metric", "psnr"),
                 "latency_ms": float(t.values[1]),
                 "measured_ms": u.get("measured_ms"),
                 "predicted_ms": u.get("predicted_ms"),
                 "genotype": u.get("genotype", ""),
-                "supernet_psnr": u.get("supernet_psnr"),
-                "derived_psnr": u.get("derived_psnr"),
+                "supernet_quality": u.get("supernet_quality"),
+                "derived_quality": u.get("derived_quality"),
                 "cached": "cached_from" in u,
                 "wall_s": u.get("wall_s"),
                 "latency_input": u.get("latency_input"),
@@ -64,13 +66,14 @@ def trials_frame(study: optuna.Study, name: str | None = None) -> Any:
         "eta",
         "beta1",
         "beta2",
-        "psnr",
+        "quality",
+        "quality_metric",
         "latency_ms",
         "measured_ms",
         "predicted_ms",
         "genotype",
-        "supernet_psnr",
-        "derived_psnr",
+        "supernet_quality",
+        "derived_quality",
         "cached",
         "wall_s",
         "latency_input",
@@ -79,7 +82,7 @@ def trials_frame(study: optuna.Study, name: str | None = None) -> Any:
         "device",
     ]
     df = pd.DataFrame(rows, columns=cols)
-    df["pareto"] = pareto_mask(df["psnr"].tolist(), df["latency_ms"].tolist())
+    df["pareto"] = pareto_mask(df["quality"].tolist(), df["latency_ms"].tolist())
     return df
 
 
@@ -87,7 +90,8 @@ _POINT_COLS = [
     "study",
     "mode",
     "trial",
-    "psnr",
+    "quality",
+    "quality_metric",
     "ms",
     "pareto",
     "label",
@@ -156,11 +160,12 @@ def front_data(frames: Mapping[str, Any], x: str = "measured_ms") -> tuple[Any, 
             ``latency_ms``: each study's own objective).
 
     Returns:
-        ``(points, summary)``: points with columns study, mode, trial, psnr, ms, pareto
-        (non-dominated *within its study* on this axis), label, wall_s, cached, genotype;
-        summary with, per study, trials, trained (not reused), Pareto size, best PSNR,
+        ``(points, summary)``: points with columns study, mode, trial, quality,
+        quality_metric, ms, pareto (non-dominated *within its study* on this axis), label,
+        wall_s, cached, genotype;
+        summary with, per study, trials, trained (not reused), Pareto size, best quality,
         fastest ms, total wall-clock and wall-clock per trained trial, and the hypervolume
-        w.r.t. a reference point shared by all studies (worst PSNR, slowest ms x 1.05).
+        w.r.t. a reference point shared by all studies (worst quality, slowest ms x 1.05).
     """
     import pandas as pd
 
@@ -171,13 +176,18 @@ def front_data(frames: Mapping[str, Any], x: str = "measured_ms") -> tuple[Any, 
         d = df.copy()
         d["study"] = name
         d["ms"] = d[x].astype(float) if x in d else d["latency_ms"].astype(float)
-        d = d[d["ms"].notna() & d["psnr"].notna()]
-        d["pareto"] = pareto_mask(d["psnr"].tolist(), d["ms"].tolist())
+        d = d[d["ms"].notna() & d["quality"].notna()]
+        d["pareto"] = pareto_mask(d["quality"].tolist(), d["ms"].tolist())
         d["label"] = [
             f"eta={e:g}" if isinstance(e, (int, float)) and not math.isnan(e) else f"t{n}"
             for e, n in zip(d["eta"], d["trial"])
         ]
-        for col, default in (("cached", False), ("genotype", ""), ("wall_s", None)):
+        for col, default in (
+            ("cached", False),
+            ("genotype", ""),
+            ("wall_s", None),
+            ("quality_metric", "psnr"),
+        ):
             if col not in d:
                 d[col] = default
         parts.append(d[_POINT_COLS])
@@ -185,7 +195,7 @@ def front_data(frames: Mapping[str, Any], x: str = "measured_ms") -> tuple[Any, 
     points = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
     rows = []
     if len(points):
-        ref = (float(points["psnr"].min()) - 1e-9, float(points["ms"].max()) * 1.05)
+        ref = (float(points["quality"].min()) - 1e-9, float(points["ms"].max()) * 1.05)
         for name, d in points.groupby("study", sort=False):
             front = d[d["pareto"]]
             wall = pd.to_numeric(d["wall_s"], errors="coerce")
@@ -196,12 +206,12 @@ def front_data(frames: Mapping[str, Any], x: str = "measured_ms") -> tuple[Any, 
                     "mode": d["mode"].iloc[0],
                     "trials": len(d),
                     "trained": len(trained),
-                    "pareto": len(front.drop_duplicates(["psnr", "ms"])),  # distinct points
-                    "best_psnr": float(d["psnr"].max()),
+                    "pareto": len(front.drop_duplicates(["quality", "ms"])),  # distinct points
+                    "best_quality": float(d["quality"].max()),
                     "fastest_ms": float(d["ms"].min()),
                     "wall_s_total": float(wall.sum()),
                     "wall_s_per_trained": float(wall.sum()) / max(len(trained), 1),
-                    "hypervolume": hypervolume_2d(front["psnr"], front["ms"], ref),
+                    "hypervolume": hypervolume_2d(front["quality"], front["ms"], ref),
                 }
             )
     return points, pd.DataFrame(rows)
@@ -222,17 +232,24 @@ def front_rows(points: Any) -> Any:
 
     rows = []
     front = points[points["pareto"]].sort_values(["study", "ms"])
-    for (study, ms, ps), g in front.groupby(["study", "ms", "psnr"], sort=False):
+    for (study, ms, ps), g in front.groupby(["study", "ms", "quality"], sort=False):
         rows.append(
             {
                 "study": study,
                 "label": _merged_label(g["label"]),
-                "psnr": ps,
+                "quality": ps,
                 "ms": ms,
                 "genotype": g["genotype"].iloc[0],
             }
         )
-    return pd.DataFrame(rows, columns=["study", "label", "psnr", "ms", "genotype"])
+    return pd.DataFrame(rows, columns=["study", "label", "quality", "ms", "genotype"])
+
+
+def quality_label(points: Any) -> str:
+    """Axis label of the quality objective of ``points`` (its ``quality_metric`` column)."""
+    metrics = sorted(set(points["quality_metric"])) if "quality_metric" in points else ["psnr"]
+    names = {"psnr": "validation PSNR (dB)", "mef_ssim": "validation MEF-SSIM"}
+    return " / ".join(names.get(m, m) for m in metrics)
 
 
 def draw_fronts(points: Any, path: str | Path, title: str = "", xlabel: str = "") -> Path:
@@ -243,11 +260,11 @@ def draw_fronts(points: Any, path: str | Path, title: str = "", xlabel: str = ""
     for i, (name, d) in enumerate(points.groupby("study", sort=False)):
         color = f"C{i}"
         mode = d["mode"].iloc[0]
-        ax.scatter(d["ms"], d["psnr"], s=18, alpha=0.45, color=color)
+        ax.scatter(d["ms"], d["quality"], s=18, alpha=0.45, color=color)
         f = d[d["pareto"]].sort_values("ms")
-        ax.plot(f["ms"], f["psnr"], "o-", color=color, label=f"{name} ({mode}, {len(d)} trials)")
+        ax.plot(f["ms"], f["quality"], "o-", color=color, label=f"{name} ({mode}, {len(d)} trials)")
         if mode == "darts":  # one label per point: "eta=0.25,0.5" when trials coincide
-            for (ms, ps), g in f.groupby(["ms", "psnr"], sort=False):
+            for (ms, ps), g in f.groupby(["ms", "quality"], sort=False):
                 ax.annotate(
                     _merged_label(g["label"]),
                     (ms, ps),
@@ -256,7 +273,7 @@ def draw_fronts(points: Any, path: str | Path, title: str = "", xlabel: str = ""
                     textcoords="offset points",
                 )
     ax.set_xlabel(xlabel or "latency (ms, measured, batch 1)")
-    ax.set_ylabel("validation PSNR (dB)")
+    ax.set_ylabel(quality_label(points))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
@@ -269,7 +286,7 @@ def draw_fronts(points: Any, path: str | Path, title: str = "", xlabel: str = ""
 
 
 HEADERS = {
-    "psnr": "PSNR (dB)",
+    "quality": "quality",
     "latency_ms": "latency ms (objective)",
     "measured_ms": "measured ms",
     "predicted_ms": "predicted ms",
@@ -284,7 +301,7 @@ def pareto_columns(mode: str, extra: Sequence[str] = ()) -> list[str]:
         return [
             "eta",
             *extra,
-            "psnr",
+            "quality",
             "measured_ms",
             "predicted_ms",
             "pareto_mark",
@@ -292,7 +309,7 @@ def pareto_columns(mode: str, extra: Sequence[str] = ()) -> list[str]:
             "trial",
             "wall_s",
         ]
-    return ["trial", "psnr", "latency_ms", "measured_ms", "genotype", "wall_s"]
+    return ["trial", "quality", "latency_ms", "measured_ms", "genotype", "wall_s"]
 
 
 def write_report(
@@ -327,7 +344,8 @@ def write_report(
         else f"study {name} ({mode}): no complete trial yet ({counts})"
     )
     cols = pareto_columns(mode, [k for k in ("beta1", "beta2") if df[k].notna().any()])
-    md = f"{head}\n\n{title}:\n\n" + markdown_table(table, cols, HEADERS)
+    headers = {**HEADERS, "quality": quality_label(df).removeprefix("validation ")}
+    md = f"{head}\n\n{title}:\n\n" + markdown_table(table, cols, headers)
     df.drop(columns=["pareto_mark", "genotype_yaml"]).to_csv(out / f"{name}.csv", index=False)
     (out / f"{name}.md").write_text(md)
     print(md, flush=True)

@@ -190,7 +190,7 @@ def open_study(
     if CONFIG_ATTR not in study.user_attrs:
         study.set_user_attr(CONFIG_ATTR, to_dict(sc))
         with quiet_experimental():
-            study.set_metric_names(["psnr_db", "latency_ms"])
+            study.set_metric_names(["quality", "latency_ms"])
     return study, sc
 
 

@@ -59,33 +59,43 @@ def _latency_attrs(
     }
 
 
+QUALITY_METRICS = ("psnr", "mef_ssim")
+"""The quality objective: PSNR (dB) where the data has ground truth, else MEF-SSIM (MEFB's
+computation against the two exposures), as the engine's validation scores them."""
+
+
 @torch.no_grad()
-def derived_psnr(run_dir: Path, cfg: Any, device: torch.device | str = "cpu") -> float:
-    """PSNR (dB) of a search run's derived net with its inherited weights (``derived_init.pt``)
-    on the search's evaluation batches (:func:`nas.data.eval_batches`: validation split, same
-    crop, seed and count)."""
+def derived_quality(
+    run_dir: Path, cfg: Any, device: torch.device | str = "cpu"
+) -> tuple[float, str]:
+    """``(value, metric)`` of a search run's derived net with its inherited weights
+    (``derived_init.pt``) on the search's evaluation batches (:func:`nas.data.eval_batches`:
+    validation split, same crop, seed and count), scored as the engine scores validation
+    (:func:`nas.engine.validation_scores`): PSNR with ground truth, MEF-SSIM without."""
     from nas.data import build_dataset, eval_batches
-    from nas.metrics import psnr
+    from nas.engine import validation_scores
+    from nas.losses import build_loss
     from nas.models import load_model_file
 
     dev = torch.device(device)
     net = load_model_file(run_dir / "derived_init.pt").model.to(dev).eval()
     mis = bool(net.arch.misaligned)
     val = build_dataset(cfg.data, "val", cfg.crop, mis, cfg.seed, length=cfg.samples_per_epoch)
-    total, n = 0.0, 0
-    for b in eval_batches(val, cfg.batch, cfg.eval_batches, cfg.seed):
-        y = net(b["under"].to(dev), b["over"].to(dev))
-        total += float(psnr(y, b["gt"].to(dev)).clamp(max=100).sum())
-        n += len(b["gt"])
-    return total / max(n, 1)
+    batches = eval_batches(val, cfg.batch, cfg.eval_batches, cfg.seed)
+    scores = validation_scores(net, build_loss(cfg.loss).to(dev), batches, dev, prefix="")
+    metric = next(m for m in QUALITY_METRICS if m in scores)
+    return float(scores[metric]), metric
 
 
-def best_val_psnr(run_dir: Path) -> float:
+def best_val_quality(run_dir: Path) -> tuple[float, str]:
+    """``(best value, metric)`` of a training run's logged validation quality (``val_psnr``,
+    else ``val_mef_ssim``)."""
     rows = Run.load(run_dir).metrics()
-    vals = [float(r["val_psnr"]) for r in rows if r.get("val_psnr") not in (None, "")]
-    if not vals:
-        raise RuntimeError(f"{run_dir} logged no val_psnr (data without ground truth?)")
-    return max(vals)
+    for metric in QUALITY_METRICS:
+        vals = [float(r[f"val_{metric}"]) for r in rows if r.get(f"val_{metric}") not in (None, "")]
+        if vals:
+            return max(vals), metric
+    raise RuntimeError(f"{run_dir} logged no validation quality (val_psnr or val_mef_ssim)")
 
 
 def _resumable(run_dir: str | None) -> Path | None:
@@ -111,7 +121,8 @@ class TrialContext:
 
 
 def run_darts_trial(number: int, params: Mapping[str, float], ctx: TrialContext) -> dict:
-    """Search at ``params["eta"]`` (+ retrain); returns ``{"values": [psnr, ms], "attrs": ...}``.
+    """Search at ``params["eta"]`` (+ retrain); returns ``{"values": [quality, ms], "attrs":
+    ...}``.
 
     A trial re-queued after its worker died finds its run folder in ``ctx.user_attrs`` and
     resumes it from the last checkpoint.
@@ -153,12 +164,12 @@ def run_darts_trial(number: int, params: Mapping[str, float], ctx: TrialContext)
         "latency_input": size_text(size),
         "device": str(device),
         "host": socket.gethostname(),
-        "supernet_psnr": float(record.metrics()[-1]["eval_psnr"]),
+        "supernet_quality": _supernet_quality(record.metrics()[-1]),
     }
     attrs.update(_latency_attrs(sc, build(g), size, device))
-    attrs["derived_psnr"] = derived_psnr(run, cfg, device)
-    psnr = attrs["derived_psnr"]
-    attrs["psnr_source"] = "derived net, inherited weights"
+    quality, attrs["quality_metric"] = derived_quality(run, cfg, device)
+    attrs["derived_quality"] = quality
+    attrs["quality_source"] = "derived net, inherited weights"
     if sc.retrain_epochs > 0:
         prev_t = _resumable(ctx.user_attrs.get("retrain_dir"))
         tname = prev_t.name if prev_t else f"{name}-retrain"
@@ -174,8 +185,16 @@ def run_darts_trial(number: int, params: Mapping[str, float], ctx: TrialContext)
         ctx.set_attr("retrain_dir", str(Path(runs_dir) / tname))
         tr = run_train(tcfg, resume=prev_t is not None, progress=opts.progress)
         attrs["retrain_dir"] = str(tr)
-        attrs["retrain_psnr"] = best_val_psnr(tr)
-        psnr = attrs["retrain_psnr"]
-        attrs["psnr_source"] = f"retrain ({sc.retrain_epochs} epochs, crmef loss), best val"
+        quality, attrs["quality_metric"] = best_val_quality(tr)
+        attrs["retrain_quality"] = quality
+        attrs["quality_source"] = f"retrain ({sc.retrain_epochs} epochs, crmef loss), best val"
     attrs["wall_s"] = round(time.perf_counter() - t0, 2)
-    return {"values": [psnr, attrs["measured_ms"]], "attrs": attrs}
+    return {"values": [quality, attrs["measured_ms"]], "attrs": attrs}
+
+
+def _supernet_quality(row: dict[str, Any]) -> float | None:
+    """The supernet's own evaluation quality in its last metrics row."""
+    for metric in QUALITY_METRICS:
+        if row.get(f"eval_{metric}") not in (None, ""):
+            return float(row[f"eval_{metric}"])
+    return None
