@@ -32,56 +32,41 @@ def trials_frame(study: optuna.Study, name: str | None = None) -> Any:
     import pandas as pd
 
     cfg = study.user_attrs.get(CONFIG_ATTR, {})
-    rows = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        u = t.user_attrs
-        rows.append(
-            {
-                "study": name or study.study_name,
-                "mode": cfg.get("mode", "?"),
-                "trial": t.number,
-                "eta": t.params.get("eta"),
-                "beta1": t.params.get("beta1"),
-                "beta2": t.params.get("beta2"),
-                "quality": float(t.values[0]),
-                "quality_metric": u.get("quality_metric", "psnr"),
-                "latency_ms": float(t.values[1]),
-                "measured_ms": u.get("measured_ms"),
-                "predicted_ms": u.get("predicted_ms"),
-                "genotype": u.get("genotype", ""),
-                "supernet_quality": u.get("supernet_quality"),
-                "derived_quality": u.get("derived_quality"),
-                "cached": "cached_from" in u,
-                "wall_s": u.get("wall_s"),
-                "latency_input": u.get("latency_input"),
-                "genotype_yaml": u.get("genotype_yaml", ""),
-                "run_dir": u.get("run_dir", ""),
-                "device": u.get("device", ""),
-            }
-        )
-    cols = [
-        "study",
-        "mode",
-        "trial",
-        "eta",
-        "beta1",
-        "beta2",
-        "quality",
-        "quality_metric",
-        "latency_ms",
-        "measured_ms",
-        "predicted_ms",
-        "genotype",
-        "supernet_quality",
-        "derived_quality",
-        "cached",
-        "wall_s",
-        "latency_input",
-        "genotype_yaml",
-        "run_dir",
-        "device",
-    ]
-    df = pd.DataFrame(rows, columns=cols)
+    raw = study.trials_dataframe(attrs=("number", "values", "params", "user_attrs", "state"))
+    if len(raw):
+        raw = raw[raw["state"] == TrialState.COMPLETE.name].reset_index(drop=True)
+    values = [c for c in raw.columns if c.startswith("values")]  # named by the metric names
+
+    def col(name: str, default: Any = None) -> Any:
+        if name in raw:
+            return raw[name].where(raw[name].notna(), default)
+        return pd.Series([default] * len(raw), index=raw.index, dtype=object)
+
+    df = pd.DataFrame(
+        {
+            "study": name or study.study_name,
+            "mode": cfg.get("mode", "?"),
+            "trial": col("number"),
+            "eta": col("params_eta"),
+            "beta1": col("params_beta1"),
+            "beta2": col("params_beta2"),
+            "quality": raw[values[0]].astype(float) if values else col("values"),
+            "quality_metric": col("user_attrs_quality_metric", "psnr"),
+            "latency_ms": raw[values[1]].astype(float) if values else col("values"),
+            "measured_ms": col("user_attrs_measured_ms"),
+            "predicted_ms": col("user_attrs_predicted_ms"),
+            "genotype": col("user_attrs_genotype", ""),
+            "supernet_quality": col("user_attrs_supernet_quality"),
+            "derived_quality": col("user_attrs_derived_quality"),
+            "cached": col("user_attrs_cached_from").notna(),
+            "wall_s": col("user_attrs_wall_s"),
+            "latency_input": col("user_attrs_latency_input"),
+            "genotype_yaml": col("user_attrs_genotype_yaml", ""),
+            "run_dir": col("user_attrs_run_dir", ""),
+            "device": col("user_attrs_device", ""),
+        },
+        index=raw.index,
+    )
     df["pareto"] = pareto_mask(df["quality"].tolist(), df["latency_ms"].tolist())
     return df
 
