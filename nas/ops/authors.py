@@ -21,15 +21,12 @@ import math
 import torch
 from torch import Tensor, nn
 
+from nas.ops.conv import same_conv
 from nas.ops.deform_conv import deform_conv2d
 from nas.ops.unit import Unit
 
 TABLE_PREFIX = "authors."
 """Latency-table names of authors-style ops: ``authors.conv_3``, ``authors.resconv_5`` ..."""
-
-
-def _same_padding(kernel: int, dilation: int) -> int:
-    return (kernel - 1) // 2 * dilation
 
 
 class AuthorsConv(Unit):
@@ -43,9 +40,7 @@ class AuthorsConv(Unit):
     ) -> None:
         super().__init__(C_in, C_out, stride)
         self.op_name = f"{TABLE_PREFIX}{'dil' if dilation > 1 else ''}conv_{kernel}"
-        self.conv = nn.Conv2d(
-            C_in, C_out, kernel, stride, _same_padding(kernel, dilation), dilation=dilation
-        )
+        self.conv = same_conv(C_in, C_out, kernel, stride, dilation)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
@@ -65,9 +60,7 @@ class AuthorsResBlock(Unit):
             raise ValueError(f"authors' residual ops have stride 1, got {stride}")
         super().__init__(C_in, C_out, stride)
         self.op_name = f"{TABLE_PREFIX}res{'dil' if dilation > 1 else ''}conv_{kernel}"
-        self.conv = nn.Conv2d(
-            C_in, C_in, kernel, 1, _same_padding(kernel, dilation), dilation=dilation
-        )
+        self.conv = same_conv(C_in, C_in, kernel, 1, dilation)
         self.act = nn.PReLU()
         self.out = nn.Conv2d(C_in, C_out, 3, 1, 1)
 

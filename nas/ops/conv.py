@@ -19,6 +19,13 @@ def _same_padding(kernel: int, dilation: int) -> int:
     return (kernel - 1) // 2 * dilation
 
 
+def same_conv(C_in: int, C_out: int, kernel: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    """A k x k convolution (with bias) padded to keep the size: H' = ceil(H / stride)."""
+    return nn.Conv2d(
+        C_in, C_out, kernel, stride, _same_padding(kernel, dilation), dilation=dilation
+    )
+
+
 class ConvOp(Unit):
     """``act(conv_k(x))``: a k x k convolution with dilation ``dilation`` ("C"/"DC" ops)."""
 
@@ -27,9 +34,7 @@ class ConvOp(Unit):
     ) -> None:
         super().__init__(C_in, C_out, stride)
         self.op_name = f"{'dil' if dilation > 1 else ''}conv_{kernel}"
-        self.conv = nn.Conv2d(
-            C_in, C_out, kernel, stride, _same_padding(kernel, dilation), dilation=dilation
-        )
+        self.conv = same_conv(C_in, C_out, kernel, stride, dilation)
         self.act = nn.LeakyReLU(NEG_SLOPE)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -48,23 +53,19 @@ class Shortcut(nn.Module):
         return x if self.proj is None else self.proj(x)
 
 
-class ResConvOp(Unit):
+class ResConvOp(ConvOp):
     """``shortcut(x) + act(conv_k(x))`` ("RConv"/"RDConv": a convolution with an identity skip)."""
 
     def __init__(
         self, C_in: int, C_out: int, kernel: int, stride: int = 1, dilation: int = 1
     ) -> None:
-        super().__init__(C_in, C_out, stride)
-        self.op_name = f"res{'dil' if dilation > 1 else ''}conv_{kernel}"
-        self.conv = nn.Conv2d(
-            C_in, C_out, kernel, stride, _same_padding(kernel, dilation), dilation=dilation
-        )
-        self.act = nn.LeakyReLU(NEG_SLOPE)
+        super().__init__(C_in, C_out, kernel, stride, dilation)
+        self.op_name = f"res{self.op_name}"
         self.shortcut = Shortcut(C_in, C_out, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C_in, H, W) -> (B, C_out, H', W')."""
-        return self.shortcut(x) + self.act(self.conv(x))
+        return self.shortcut(x) + super().forward(x)
 
 
 class SkipOp(Unit):
