@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from nas.latency.timing import sync  # noqa: E402
 from nas.ops.deform_conv import (  # noqa: E402
     deform_backend,
     deform_backend_for,
@@ -58,11 +59,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_interleaved(
     fns: dict[str, Callable[[], object]], device: torch.device, reps: int, warmup: int
 ) -> dict[str, list[float]]:
@@ -70,14 +66,14 @@ def time_interleaved(
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    _sync(device)
+    sync(device)
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             times[k].append((time.perf_counter() - t0) * 1e3)
     return times
 

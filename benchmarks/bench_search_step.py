@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from nas.accel import peak_memory_mb, reset_peak_memory  # noqa: E402
+from nas.latency.timing import sync  # noqa: E402
 from nas.search import SearchConfig, SearchTask  # noqa: E402
 from nas.space import load_space  # noqa: E402
 from nas.supernet import Supernet  # noqa: E402
@@ -47,11 +48,6 @@ VARIANTS: dict[str, dict[str, object]] = {
     "bf16": dict(amp="bf16", channels_last=False),
     "bf16+channels_last": dict(amp="bf16", channels_last=True),
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def step_times(
@@ -81,10 +77,10 @@ def step_times(
     times: list[float] = []
     for i in range(warmup + steps):
         b, v = data[i % 2]
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         task.train_step(b, v, epoch=10**6)
-        _sync(device)
+        sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times, peak_memory_mb(device)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -113,13 +113,3 @@ def peak_memory_mb(device: torch.device) -> float | None:
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-
-def describe(device: torch.device, amp: str, channels_last: bool) -> dict[str, Any]:
-    """The settings in effect, for run configs and reports."""
-    return {
-        "device": str(device),
-        "amp": amp,
-        "channels_last": channels_last,
-        "cudnn_benchmark": bool(device.type == "cuda" and torch.backends.cudnn.benchmark),
-    }

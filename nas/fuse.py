@@ -87,6 +87,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nas.accel import prepare_inference
 from nas.cli import add_device
 from nas.data.io import ImageReadError, PairSizeError, load_image, save_image
 
@@ -578,8 +579,6 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             res = fuse_classical(resolved.model, images, rule, names=names, device=device)
         else:
-            from nas.accel import prepare_inference
-
             model = prepare_inference(resolved.model, device)  # channels_last on CUDA
             info = resolved.registry_info
             if info is not None and info.global_context and args.tile > 0:

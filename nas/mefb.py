@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from nas.latency.timing import sync
 from nas.lineup import (
     Log,
     check_trained,
@@ -195,11 +196,6 @@ def pair_metrics(
             out["psnr"] = float(psnr(f8, gt).double()[0])
             out["ssim"] = float(ssim(f8, gt).double()[0])
     return out
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @contextlib.contextmanager
@@ -372,15 +368,15 @@ def evaluate_folder(
                 t_w = time.perf_counter()
                 for r, net in zip(models, nets):
                     _fuse_one(r, net, u, o, dev, tile_above_px, tile, overlap)
-                _sync(dev)
+                sync(dev)
                 warm_s = time.perf_counter() - t_w
             parts = []
             for r, net in zip(models, nets):
-                _sync(dev)
+                sync(dev)
                 t0 = time.perf_counter()
                 try:
                     fused, tiled = _fuse_one(r, net, u, o, dev, tile_above_px, tile, overlap)
-                    _sync(dev)
+                    sync(dev)
                 except Exception as e:  # noqa: BLE001 - name the model and scene
                     raise RuntimeError(
                         f"model {r.name} failed on scene '{scene.name}' ({W}x{H}): "
@@ -393,7 +389,7 @@ def evaluate_folder(
                     m = pair_metrics(fused, a, b, gt)
                 except ValueError as e:
                     raise ValueError(f"scene '{scene.name}': {e}") from None
-                _sync(dev)
+                sync(dev)
                 dm = time.perf_counter() - t1
                 if save_set is not None and scene.name in save_set:
                     target = Path(save_fused) / _safe_name(r.name) / f"{_safe_name(scene.name)}.png"

@@ -12,9 +12,10 @@ Every file is written atomically, so a run killed at any moment (``kill -9`` dur
 checkpoint write included) keeps its last complete checkpoint and can be resumed.
 
 :class:`RunDir` writes and reads a run folder; :class:`Run` is the typed record of a finished
-or running one (kind, resolved config, eta, space, genotype, latency size, eval-loader recipe,
-paths). Everything that asks "what is this run?" (evaluation, the sweep, export, plots) asks
-:meth:`Run.load` or :meth:`Run.origin_of`, never the run's name or its folders directly.
+or running one (kind, resolved config, eta, space, genotype, latency size, paths); its
+evaluation batches come from :func:`nas.data.eval_batches` with its config. Everything that
+asks "what is this run?" (evaluation, the sweep, export, plots) asks :meth:`Run.load` or
+:meth:`Run.origin_of`, never the run's name or its folders directly.
 """
 
 from __future__ import annotations
@@ -152,26 +153,6 @@ class RunDir:
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalRecipe:
-    """How a run builds its fixed evaluation batches (validation split, no augmentation):
-    the same for the search's logged eval, the retrain's checkpoint selection and a sweep's
-    scoring of a derived net (:func:`nas.data.eval_batches`)."""
-
-    data: str
-    crop: int
-    batch: int
-    batches: int
-    seed: int
-    samples: int
-    max_side: int | None = None
-
-    @property
-    def loader_seed(self) -> int:
-        """Seed of the evaluation loader: the run's seed + 2 (train + 0, architecture + 1)."""
-        return self.seed + 2
-
-
-@dataclasses.dataclass(frozen=True)
 class Run:
     """What a run folder is: its kind and resolved settings, and what it produced.
 
@@ -266,19 +247,6 @@ class Run:
         from nas.utils import parse_size
 
         return parse_size(self.config.get("latency_input") or self.config.get("crop") or 128)
-
-    @property
-    def eval_recipe(self) -> EvalRecipe:
-        c = self.config
-        return EvalRecipe(
-            data=str(c.get("data", "synthetic")),
-            crop=int(c.get("crop", 128)),
-            batch=int(c.get("batch", 8)),
-            batches=int(c.get("eval_batches", 4)),
-            seed=int(c.get("seed", 0)),
-            samples=int(c.get("samples_per_epoch", 256)),
-            max_side=c.get("max_side"),
-        )
 
     # --- what the run wrote --------------------------------------------------------------
     @property

@@ -52,6 +52,7 @@ from typing import Any
 
 import torch
 
+from nas.accel import autocast, channels_last_for, check_amp, configure_device, to_memory_format
 from nas.cli import add_table_args, add_training_args, run_config_command
 from nas.config import to_dict
 from nas.engine import Batch, Engine, validation_scores
@@ -120,7 +121,6 @@ class SearchConfig(RunConfig):
             if min(size) < 4:
                 raise ValueError(f"latency_input must be H W (>= 4), got {self.latency_input!r}")
             self.latency_input = list(size)
-        from nas.accel import check_amp
         from nas.losses import list_losses
 
         check_amp(self.amp)
@@ -164,8 +164,6 @@ class SearchTask:
         device: torch.device,
         eval_batches: list[Batch],
     ) -> None:
-        from nas.accel import channels_last_for, configure_device, to_memory_format
-
         configure_device(device)
         self.channels_last = channels_last_for(cfg.channels_last, device)
         self.net = to_memory_format(supernet.to(device), self.channels_last)
@@ -198,8 +196,6 @@ class SearchTask:
 
     def _weight_loss(self, batch: Batch) -> torch.Tensor:
         """The weight step's loss, under bf16 autocast with ``amp: bf16`` (returned in fp32)."""
-        from nas.accel import autocast
-
         with autocast(self.device, self.cfg.amp):
             return self._task_loss(batch).float()
 
@@ -219,8 +215,6 @@ class SearchTask:
     def train_step(self, batch: Batch, val_batch: Batch | None, epoch: int) -> dict[str, float]:
         """An architecture step on ``val_batch`` (fp32, with the latency term) when given, then
         a weight step on ``batch`` (bf16 autocast with ``amp: bf16``)."""
-        from nas.accel import to_memory_format
-
         self.net.train()
         logs: dict[str, float] = {}
         batch = to_memory_format(batch, self.channels_last)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from nas import distributed
+from nas.accel import channels_last_for, configure_device, to_memory_format
 from nas.cli import add_training_args, run_config_command
 from nas.config import to_dict
 from nas.engine import Batch, Engine, validation_scores
@@ -97,8 +98,6 @@ class TrainTask:
         eval_batches: list[Batch],
         env: distributed.DistEnv | None = None,
     ) -> None:
-        from nas.accel import channels_last_for, configure_device, to_memory_format
-
         configure_device(device)
         self.channels_last = channels_last_for(cfg.channels_last, device)
         self.model = to_memory_format(model.to(device), self.channels_last)
@@ -128,8 +127,6 @@ class TrainTask:
         return False
 
     def train_step(self, batch: Batch, val_batch: Batch | None, epoch: int) -> dict[str, float]:
-        from nas.accel import to_memory_format
-
         self.model.train()
         logs: dict[str, float] = {}
         batch = to_memory_format(batch, self.channels_last)

@@ -13,13 +13,9 @@ import numpy as np
 import torch
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write a file through ``write(fileobj)`` into a temporary file, then ``os.replace``.
-
-    The target is either the old complete file or the new complete file, never a partial
-    one, even if the process is killed mid-write (a stray ``.<name>.*.tmp`` may remain).
-    """
-    path = Path(path)
+def _temp_file(path: Path, write: Callable[[IO[bytes]], Any]) -> str:
+    """A complete, fsync'd temporary file next to ``path`` with the usual file mode, filled by
+    ``write(fileobj)``; removed again if ``write`` fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -27,31 +23,36 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; the usual file mode
-        os.replace(tmp, path)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return tmp
 
 
-def atomic_write_many(items: Sequence[tuple[str | Path, str | bytes]]) -> list[Path]:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Write a file through ``write(fileobj)`` into a temporary file, then ``os.replace``.
+
+    The target is either the old complete file or the new complete file, never a partial
+    one, even if the process is killed mid-write (a stray ``.<name>.*.tmp`` may remain).
+    """
+    return atomic_write_many([(path, write)])[0]
+
+
+def atomic_write_many(
+    items: Sequence[tuple[str | Path, str | bytes | Callable[[IO[bytes]], Any]]],
+) -> list[Path]:
     """Write several files together: every one to a temporary file first (fsync'd), and only
     when all are complete replace the targets, in order. A failure while writing leaves
     every target as it was (files that belong together, e.g. a table and its sidecar, are
-    never half new)."""
+    never half new). Each item's content is text (UTF-8), bytes or a ``write(fileobj)``."""
     done: list[tuple[str, Path]] = []
     try:
         for path, data in items:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            done.append((tmp, path))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~current_umask())
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            write = data if callable(data) else (lambda f, b=data: f.write(b))
+            done.append((_temp_file(Path(path), write), Path(path)))
         for tmp, path in done:
             os.replace(tmp, path)
     except BaseException:
@@ -77,7 +78,7 @@ def current_umask() -> int:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Atomically write ``text`` (UTF-8) to ``path``."""
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return atomic_write_many([(path, text)])[0]
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:

@@ -125,27 +125,19 @@ def test_search_cli_takes_amp_and_channels_last():
     assert resolve(SearchConfig, args, PRESETS).channels_last is False
 
 
-def test_prepare_inference_matches_eager_model():
+@pytest.mark.parametrize(
+    "compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"]
+)
+def test_prepare_inference_matches_eager_model(compile: bool):
     m = create_model("crmef-general", channels=8).eval()
     x = [torch.rand(1, 3, 32, 32) for _ in range(2)]
     with torch.no_grad():
         ref = m(*x)
-    fast = prepare_inference(copy.deepcopy(m), torch.device("cpu"), channels_last=True)
+    fast = prepare_inference(copy.deepcopy(m), torch.device("cpu"), True, compile=compile)
     assert not any(p.requires_grad for p in fast.parameters())
     with torch.inference_mode():
-        y = fast(to_memory_format(x[0], True), to_memory_format(x[1], True))
+        y = fast(*(to_memory_format(t, True) for t in x))
     torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.slow
-def test_compiled_inference_matches_eager_model():
-    m = create_model("crmef-general", channels=8).eval()
-    x = [torch.rand(1, 3, 32, 32) for _ in range(2)]
-    with torch.no_grad():
-        ref = m(*x)
-    fast = prepare_inference(copy.deepcopy(m), torch.device("cpu"), compile=True)
-    with torch.inference_mode():
-        torch.testing.assert_close(fast(*x), ref, atol=1e-5, rtol=1e-5)
 
 
 @CUDA

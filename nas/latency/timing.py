@@ -121,7 +121,8 @@ def pinned_threads(threads: int | None) -> Iterator[int]:
             torch.set_num_threads(old)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA; no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -147,10 +148,10 @@ def time_fn(
     for _ in range(warmup):
         fn()
         if max_seconds is not None:  # a time budget also caps the warm-up (>= 1 call)
-            _sync(device)
+            sync(device)
             if time.perf_counter() - t_w >= max_seconds / 2:
                 break
-    _sync(device)
+    sync(device)
     samples: list[float] = []
     gc_was = gc.isenabled()
     gc.disable()
