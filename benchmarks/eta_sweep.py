@@ -1,6 +1,6 @@
 """Benchmark: does eta move the measured latency of the derived net? (CRMEF Table VIII)
 
-One search per eta (same seed, data and budget: ``configs/search-eta-cpu.yaml`` -- the shipped
+One search per eta (same seed, data and budget: ``nas/configs/search-eta-cpu.yaml`` -- the shipped
 crmef space in the authors' style at C=32, real bracketed sequences with the no-reference
 objective, the paper's penalty predicted at the deployment size), then, in one process:
 
@@ -26,7 +26,7 @@ The same searches as a resumable Optuna study (one trial per eta, scored on vali
 MEF-SSIM and the latency measured at the deployment size; ``tests/test_sweep.py`` checks
 that the two configurations search alike)::
 
-    python -m nas.sweep --config configs/sweep-eta-cpu.yaml --set data=../shared/data/sequences
+    python -m nas.sweep --config sweep-eta-cpu --set data=../shared/data/sequences
 
 This script is the benchmark around them: each search in its own process (for its peak
 memory), the space's own latency span, one interleaved re-timing of every net beside its
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         f"validation MEF-SSIM on {args.eval_images} centre crops of {args.eval_crop}x"
         f"{args.eval_crop} of the validation scenes, with inherited supernet weights and "
         f"after {args.retrain_epochs} epochs of retraining (64 crops of 96x96 per epoch, "
-        f"`configs/train-real.yaml`, init: inherit).",
+        f"`nas/configs/train-real.yaml`, init: inherit).",
         "",
         markdown_table(_pretty(table_df), list(table_df.columns)),
         "",

@@ -67,10 +67,31 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], source: str, base: T | N
     return dataclasses.replace(base if base is not None else cls(), **values)  # type: ignore[type-var]
 
 
-def load_yaml_config(cls: type[T], path: str | Path, base: T | None = None) -> T:
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+"""The shipped configurations (package data, ``nas/configs/*.yaml``)."""
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configurations (``--config search-real`` takes them bare)."""
+    return sorted(f.stem for f in CONFIGS_DIR.glob("*.yaml"))
+
+
+def config_path(path: str | Path) -> Path:
+    """The file of ``--config path``: the path itself when it is a file, else the shipped
+    configuration of that name (``search-real``, ``search-real.yaml`` or the former
+    ``configs/search-real.yaml`` all name ``nas/configs/search-real.yaml``)."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file not found: {p}")
+    if p.is_file():
+        return p
+    shipped = CONFIGS_DIR / (p.name if p.suffix == ".yaml" else f"{p.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"config file not found: {p}; shipped configs: {shipped_configs()}")
+
+
+def load_yaml_config(cls: type[T], path: str | Path, base: T | None = None) -> T:
+    """``from_mapping`` of a YAML file (or a shipped configuration's name, :func:`config_path`)."""
+    p = config_path(path)
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:

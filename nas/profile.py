@@ -1,17 +1,17 @@
 """Per-device latency look-up tables: ``python -m nas.profile``.
 
-Profile (default: crmef + crmef-misaligned, channels 16/32/64, 128x128 scales, batch 16)::
+Profile (default: crmef + crmef-misaligned, channels 16/32/64, 128x128 scales)::
 
-    python -m nas.profile --device cpu                # 1000 reps, <= 10 s of timing per unit
-    python -m nas.profile --device cuda               # 1000 reps per unit (the paper's count)
+    python -m nas.profile --device cpu                # batch 1, 100 reps, <= 1 s per unit
+    python -m nas.profile --device cuda               # batch 16, 1000 reps (the paper's)
     python -m nas.profile --device cpu --quick        # ~1 min; a separate -quick table
     python -m nas.profile --device cpu --estimate     # how long would this run take?
 
 writes ``latency_tables/<fingerprint>[-b<batch>-<H>x<W>][-quick].csv`` plus ``.meta.yaml``
 (see :mod:`nas.latency`). Re-profiling merges rows into the existing table; ``--resume``
-continues an interrupted run. On CPU the default adds a 10 s per-unit time budget
-(``--max-seconds``; cheap units still get 1000 reps, the batch-16 deformable convolutions
-get >= 5): 1000 reps of every unit would take about 12 hours on 2 cores.
+continues an interrupted run. On CPU the defaults are sized for a CPU: batch 1, 100 reps and a
+1 s per-unit time budget (``--max-seconds``); the paper's GPU settings (batch 16, 1000 reps)
+would take hours on 2 cores. ``--batch 16 --reps 1000`` asks for them explicitly.
 
 Check the additive predictor against end-to-end measurements of random derived nets::
 
@@ -34,8 +34,11 @@ from nas.cli import add_device, add_progress, add_table_args
 from nas.latency.fingerprint import DEFAULT_BATCH, DEFAULT_INPUT_SIZE, resolve_device
 from nas.latency.keys import MissingLatencyEntry
 from nas.latency.profiler import (
+    CPU_BATCH,
+    CPU_MAX_SECONDS,
+    CPU_REPS,
+    CPU_WARMUP,
     DEFAULT_CHANNELS,
-    DEFAULT_CPU_MAX_SECONDS,
     DEFAULT_REPS,
     DEFAULT_SPACES,
     DEFAULT_WARMUP,
@@ -83,18 +86,28 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"network input size; default {DEFAULT_INPUT_SIZE[0]} {DEFAULT_INPUT_SIZE[1]} "
         "(quick: 64 64)",
     )
-    p.add_argument("--batch", type=int, default=None, help=f"default {DEFAULT_BATCH} (quick: 1)")
     p.add_argument(
-        "--reps", type=int, default=None, help=f"timed calls per unit; default {DEFAULT_REPS}"
+        "--batch",
+        type=int,
+        default=None,
+        help=f"default {DEFAULT_BATCH} on a GPU (the paper's), {CPU_BATCH} on CPU and with --quick",
     )
-    p.add_argument("--warmup", type=int, default=None, help=f"default {DEFAULT_WARMUP}")
+    p.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help=f"timed calls per unit; default {DEFAULT_REPS} on a GPU, {CPU_REPS} on CPU",
+    )
+    p.add_argument(
+        "--warmup", type=int, default=None, help=f"default {DEFAULT_WARMUP} ({CPU_WARMUP} on CPU)"
+    )
     p.add_argument(
         "--max-seconds",
         type=float,
         default=None,
         help="time budget per unit: stop after --reps calls or this many seconds of timed "
-        f"calls (>= --min-reps calls). Default on CPU without --reps: {DEFAULT_CPU_MAX_SECONDS:g} "
-        "(the full CPU table then takes ~30 min on 2 cores instead of ~12 h); 0: no budget",
+        f"calls (>= --min-reps calls). Default on CPU without --reps: {CPU_MAX_SECONDS:g}; "
+        "0: no budget",
     )
     p.add_argument(
         "--min-reps", type=int, default=5, help="fewest timed calls under --max-seconds (5)"
@@ -177,15 +190,15 @@ def settings_from_args(args: argparse.Namespace) -> ProfileSettings:
         min_reps=args.min_reps,
         seed=args.seed,
     )
+    cpu_sized = given["device"].startswith("cpu") and not args.quick
+    if cpu_sized:
+        # a CPU fuses one photo at a time: batch 1, fewer reps, a per-unit time budget
+        for key, value in (("batch", CPU_BATCH), ("warmup", CPU_WARMUP)):
+            given[key] = value if given[key] is None else given[key]
     if args.max_seconds is not None and args.max_seconds <= 0:
         given["max_seconds"] = None  # --max-seconds 0: no per-unit budget
-    elif (
-        args.max_seconds is None
-        and args.reps is None
-        and not args.quick
-        and given["device"].startswith("cpu")
-    ):
-        given["max_seconds"] = DEFAULT_CPU_MAX_SECONDS
+    elif args.max_seconds is None and args.reps is None and cpu_sized:
+        given["reps"], given["max_seconds"] = CPU_REPS, CPU_MAX_SECONDS
     if args.quick:
         return ProfileSettings.quick_defaults(**given)
     return ProfileSettings(**{k: v for k, v in given.items() if v is not None})

@@ -2,7 +2,7 @@
 
 A search space names the hyper-architecture's options (width, SRSM cascade count, how the
 relighting map is applied, whether the deformable alignment module is present) and, for each
-searchable slot, the candidate ops from the registry. Example (``search_spaces/crmef.yaml``)::
+searchable slot, the candidate ops from the registry. Example (``nas/spaces/crmef.yaml``)::
 
     name: crmef
     channels: 32
@@ -38,7 +38,14 @@ DRM_SLOTS: tuple[str, ...] = ("drm.0", "drm.1", "drm.2", "drm.3")
 """Detail repletion: four ops with residual connections around pairs."""
 
 RELIGHT_MODES = ("multiply", "divide")
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parent / "spaces"
+"""The shipped spaces: package data (``nas/spaces/*.yaml``), found the same way from a source
+checkout and from an installed wheel."""
+
+
+def shipped_spaces() -> list[str]:
+    """Names of the spaces shipped with the package (``load_space`` takes them bare)."""
+    return sorted(f.stem for f in SPACES_DIR.glob("*.yaml"))
 
 
 class SpaceError(ValueError):
@@ -176,13 +183,14 @@ class SearchSpace:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
-        """Load ``path``; a bare name such as ``crmef`` is looked up in ``search_spaces/``."""
+        """Load ``path``; a bare name such as ``crmef`` is a shipped space (:func:`shipped_spaces`)."""
         p = Path(path)
         if not p.exists() and not p.suffix:
             p = SPACES_DIR / f"{p}.yaml"
         if not p.exists():
-            shipped = sorted(f.stem for f in SPACES_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"search space {str(path)!r} not found; shipped: {shipped}")
+            raise FileNotFoundError(
+                f"search space {str(path)!r} not found; shipped: {shipped_spaces()}"
+            )
         try:
             data = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:

@@ -484,3 +484,22 @@ def test_kendall_tau_by_hand() -> None:
     # pairs of (1,2,3,4) vs (1,3,2,4): 5 concordant, 1 discordant -> (5 - 1) / 6
     assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
     assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_profile_defaults_are_cpu_sized() -> None:
+    """On CPU the profiler defaults to batch 1, 100 reps and a 1 s budget per unit; the
+    paper's GPU settings stay the defaults elsewhere and can be asked for on CPU."""
+    from nas.latency.profiler import CPU_BATCH, CPU_MAX_SECONDS, CPU_REPS, DEFAULT_REPS
+    from nas.profile import build_parser, settings_from_args
+
+    def settings(*argv: str):
+        return settings_from_args(build_parser().parse_args(list(argv)))
+
+    cpu = settings("--device", "cpu")
+    assert (cpu.batch, cpu.reps, cpu.max_seconds, cpu.warmup) == (1, 100, 1.0, 3)
+    assert (CPU_BATCH, CPU_REPS, CPU_MAX_SECONDS) == (1, 100, 1.0)
+    paper = settings("--device", "cpu", "--batch", "16", "--reps", "1000")
+    assert (paper.batch, paper.reps, paper.max_seconds) == (16, DEFAULT_REPS, None)
+    assert settings("--device", "cpu", "--max-seconds", "0").max_seconds is None
+    quick = settings("--device", "cpu", "--quick")
+    assert (quick.batch, quick.reps, quick.input_size) == (1, 25, (64, 64))

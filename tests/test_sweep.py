@@ -328,13 +328,13 @@ def test_quality_is_psnr_with_ground_truth_else_mef_ssim(tmp_path: Path) -> None
 
 
 def test_eta_benchmark_searches_are_a_sweep_study() -> None:
-    """configs/sweep-eta-cpu.yaml runs the searches of configs/search-eta-cpu.yaml."""
+    """The shipped sweep-eta-cpu config runs the searches of search-eta-cpu."""
     import yaml
 
     from nas.config import load_yaml_config
     from nas.search import SearchConfig
 
-    root = Path(__file__).resolve().parent.parent / "configs"
+    root = Path(__file__).resolve().parent.parent / "nas" / "configs"
     sc = from_mapping(
         sweep.SweepConfig, yaml.safe_load((root / "sweep-eta-cpu.yaml").read_text()), "s"
     )

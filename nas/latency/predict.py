@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from nas.latency.keys import MissingLatencyEntry
 from nas.latency.table import Calibration, LatencyTable, calibration_scope
 from nas.latency.trace import UnitCall, trace_units
-from nas.space import SPACES_DIR
+from nas.space import shipped_spaces
 from nas.supernet import Supernet
 
 
@@ -91,7 +91,7 @@ def predict(
         space = None
         if arch is not None:
             name = getattr(genotype_or_net, "space", None)
-            shipped = {p.stem for p in SPACES_DIR.glob("*.yaml")}
+            shipped = set(shipped_spaces())
             if not isinstance(name, str) or name not in shipped:
                 name = "crmef-misaligned" if arch.misaligned else "crmef"
             space = [name]

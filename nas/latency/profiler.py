@@ -40,7 +40,7 @@ from nas.latency.fingerprint import (
     table_name,
 )
 from nas.latency.keys import LatencyEntry, format_shapes
-from nas.latency.table import LatencyTable
+from nas.latency.table import LatencyTable, default_table_dir
 from nas.latency.table_io import LatencyTableNotFound
 from nas.latency.timing import (
     TimingStats,
@@ -66,6 +66,16 @@ cheap units still get 1000 reps; the full CPU table takes ~30 min on 2 cores (in
 ~12 h for 1000 reps of the batch-16 deformable convolutions)."""
 QUICK_REPS = 25
 QUICK_WARMUP = 3
+CPU_BATCH = 1
+"""Batch of ``python -m nas.profile --device cpu`` without ``--batch``: one image, as a CPU
+fuses photos (the paper's batch 16 is its GPU setting)."""
+CPU_REPS = 100
+"""Timed calls per unit on CPU without ``--reps`` (capped by :data:`CPU_MAX_SECONDS`)."""
+CPU_WARMUP = 3
+CPU_MAX_SECONDS = 1.0
+"""Per-unit time budget on CPU without ``--reps``/``--max-seconds``: with batch 1 at
+128x128 the default table (crmef + crmef-misaligned, C 16/32/64) and ``--validate 20`` take
+minutes on 2 cores, not hours (README, "The pipeline")."""
 
 
 @dataclass(frozen=True)
@@ -324,7 +334,7 @@ def profile_spaces(
     spaces: Iterable[str | SearchSpace] = DEFAULT_SPACES,
     channels: Iterable[int] = DEFAULT_CHANNELS,
     settings: ProfileSettings | None = None,
-    out_dir: str | Path | None = "latency_tables",
+    out_dir: str | Path | None = "default",
     *,
     only_missing: bool = False,
     resume: bool = False,
@@ -340,6 +350,8 @@ def profile_spaces(
     are written atomically at the end (``out_dir=None``: nothing is written). While running,
     finished rows are checkpointed to a hidden ``.partial.csv`` beside it, which ``resume``
     reuses (when the settings match) and which is removed after the final write.
+    ``out_dir="default"`` is :func:`~nas.latency.table.default_table_dir` (``$NAS_TABLES_DIR``,
+    else ``./latency_tables``).
 
     Args:
         only_missing: time only keys the existing table lacks.
@@ -350,6 +362,8 @@ def profile_spaces(
     channels = [int(c) for c in channels]
     say = log or (lambda s: None)
     t_start = time.perf_counter()
+    if isinstance(out_dir, str) and out_dir == "default":
+        out_dir = default_table_dir()
     path = table_path(out_dir, settings) if out_dir is not None else None
     table = LatencyTable(meta={})
     if path is not None:

@@ -56,7 +56,6 @@ from nas.latency.table_io import (
 )
 from nas.latency.trace import UnitKey
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES_DIRNAME = "latency_tables"
 STATISTICS: tuple[str, ...] = ("median", "mean", "p10", "min")
 """Which per-row statistic a lookup returns (``LatencyTable.statistic``; default median)."""
@@ -133,13 +132,11 @@ def calibration_scope(
 
 
 def default_table_dir() -> Path:
-    """``$NAS_TABLES_DIR`` when set; else ``./latency_tables`` when it exists (the CLIs run
-    from the repo root), else the repo's."""
+    """Where latency tables are read and written, one rule for every tool and library call:
+    ``$NAS_TABLES_DIR`` when set, else ``./latency_tables`` in the current folder (in a
+    source checkout run from its root, the repository's tables)."""
     env = os.environ.get("NAS_TABLES_DIR")
-    if env:
-        return Path(env)
-    cwd = Path.cwd() / TABLES_DIRNAME
-    return cwd if cwd.is_dir() else REPO_ROOT / TABLES_DIRNAME
+    return Path(env) if env else Path.cwd() / TABLES_DIRNAME
 
 
 def profile_command(
