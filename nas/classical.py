@@ -65,6 +65,7 @@ __all__ = [
     "ClassicalFusion",
     "ClassicalModule",
     "Mertens",
+    "MertensDefault",
     "create_classical",
     "list_classical",
 ]
@@ -230,6 +231,23 @@ class Mertens(ClassicalFusion):
         return np.clip(out[..., ::-1], 0.0, 1.0)
 
 
+class MertensDefault(Mertens):
+    """Mertens through OpenCV with OpenCV's own default weights, ``createMergeMertens()``:
+    contrast 1, saturation 1, exposure **0**. What a user who calls OpenCV gets, and the bar a
+    searched net must clear (``nas.pyramid.mertens_fuse`` is the same algorithm in torch)."""
+
+    name = "mertens-default"
+    summary = "Mertens with OpenCV's default weights (contrast 1, saturation 1, exposure 0)"
+
+    def __init__(
+        self,
+        contrast_weight: float = 1.0,
+        saturation_weight: float = 1.0,
+        exposure_weight: float = 0.0,
+    ) -> None:
+        super().__init__(contrast_weight, saturation_weight, exposure_weight)
+
+
 class Average(ClassicalFusion):
     """The mean of the exposures, computed in torch on the input's device."""
 
@@ -244,6 +262,7 @@ class Average(ClassicalFusion):
 
 CLASSICAL_METHODS: dict[str, type[ClassicalFusion]] = {
     Mertens.name: Mertens,
+    MertensDefault.name: MertensDefault,
     Average.name: Average,
 }
 """Every classical method by name (registered in :mod:`nas.baselines.registry`)."""

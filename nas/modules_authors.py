@@ -224,7 +224,7 @@ class DRMA(nn.Module):
 
     def __init__(self, C: int, make_slot, aligned_features: bool) -> None:
         super().__init__()
-        D = C if aligned_features else 2 * C
+        D = self.out_channels_of(C, aligned_features)
         self.aligned_features = aligned_features
         self.stem = DRMStemAlignedA(C) if aligned_features else DRMStemA(C, D)
         self.op0 = make_slot("drm.0", D, D)
@@ -238,10 +238,21 @@ class DRMA(nn.Module):
         self.head = DRMHeadAlignedA(D) if aligned_features else DRMHeadA(D)
         self.unused = _frozen({"head_bn": nn.BatchNorm2d(3)})
 
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+    @staticmethod
+    def out_channels_of(C: int, aligned_features: bool) -> int:
+        """Width of :meth:`features` for a module of width C (2C for aligned inputs)."""
+        return C if aligned_features else 2 * C
+
+    def _body(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
         x, base = self.stem(a, b)
         x = self.post0(self.op0(x))
         x = self.post1(self.op1(x), x)
         x = self.post2(self.op2(x))
-        x = self.post3(self.op3(x), x)
-        return self.head(x, base)
+        return self.post3(self.op3(x), x), base
+
+    def features(self, a: Tensor, b: Tensor) -> Tensor:
+        """The last slot's features, the head's input: (B, D, H, W)."""
+        return self._body(a, b)[0]
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.head(*self._body(a, b))

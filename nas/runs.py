@@ -51,6 +51,11 @@ class RunConfig:
         eval_batches: fixed evaluation batches (:func:`nas.data.eval_batches`).
         grad_clip: gradient-norm clip of the weight step.
         channels_last: memory format (None: on for CUDA, off on CPU; :mod:`nas.accel`).
+        loss_args: keyword arguments of the loss (its constructor's, e.g. ``{mean_weight:
+            0.1}`` for ``mef-ssim``; :func:`nas.losses.build_loss`).
+        teacher, teacher_epochs: distillation warm-up: L1 to the teacher's fusion
+            (``mertens``) for the first ``teacher_epochs`` epochs, then the loss
+            (:class:`nas.losses.TeacherWarmup`).
         seed, num_workers, run_name, runs_dir: seeding, loader workers, the run folder.
     """
 
@@ -66,6 +71,9 @@ class RunConfig:
     eval_batches: int = 4
     grad_clip: float = 5.0
     channels_last: bool | None = None
+    loss_args: dict[str, Any] | None = None
+    teacher: str | None = None
+    teacher_epochs: int = 0
     seed: int = 0
     num_workers: int = 0
     run_name: str | None = None

@@ -58,7 +58,7 @@ from nas.config import to_dict
 from nas.engine import Batch, Engine, validation_scores
 from nas.genotype import Genotype, derive, extract
 from nas.latency.keys import MissingLatencyEntry
-from nas.losses import build_loss, check_loss_data
+from nas.losses import build_loss, build_objective, check_loss_data, set_loss_epoch
 from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
 from nas.runs import Run, RunConfig, RunDir, RunError
@@ -95,6 +95,7 @@ class SearchConfig(RunConfig):
     w_lr_min: float = 0.0
     w_momentum: float = 0.9
     w_weight_decay: float = 3e-4
+    w_optimizer: str = "sgd"
     a_lr: float = 1e-4
     a_weight_decay: float = 1e-3
     amp: str = "off"
@@ -103,6 +104,10 @@ class SearchConfig(RunConfig):
     def __post_init__(self) -> None:
         if self.order not in ("first", "second"):
             raise ValueError(f"order must be 'first' or 'second', got {self.order!r}")
+        if self.w_optimizer not in ("sgd", "adam"):
+            raise ValueError(f"w_optimizer must be 'sgd' or 'adam', got {self.w_optimizer!r}")
+        if self.order == "second" and self.w_optimizer != "sgd":
+            raise ValueError("order: second unrolls an SGD step; it needs w_optimizer: sgd")
         if self.latency_scale not in ("loss", "none"):
             raise ValueError(f"latency_scale must be 'loss' or 'none', got {self.latency_scale!r}")
         if self.eta < 0:
@@ -171,12 +176,17 @@ class SearchTask:
         self.penalty = penalty
         self.device = device
         self.eval_batches = eval_batches
-        self.w_opt = torch.optim.SGD(
-            supernet.weight_parameters(),
-            lr=cfg.w_lr,
-            momentum=cfg.w_momentum,
-            weight_decay=cfg.w_weight_decay,
-        )
+        if cfg.w_optimizer == "adam":  # objectives of small magnitude (mef-ssim) need it
+            self.w_opt: torch.optim.Optimizer = torch.optim.Adam(
+                supernet.weight_parameters(), lr=cfg.w_lr, weight_decay=cfg.w_weight_decay
+            )
+        else:  # DARTS' weight optimiser
+            self.w_opt = torch.optim.SGD(
+                supernet.weight_parameters(),
+                lr=cfg.w_lr,
+                momentum=cfg.w_momentum,
+                weight_decay=cfg.w_weight_decay,
+            )
         self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.w_opt, T_max=max(cfg.epochs, 1), eta_min=cfg.w_lr_min
         )
@@ -186,7 +196,9 @@ class SearchTask:
             betas=(0.5, 0.999),
             weight_decay=cfg.a_weight_decay,
         )
-        self.criterion = build_loss(cfg.loss).to(device)
+        self.criterion = build_objective(
+            cfg.loss, cfg.loss_args, cfg.teacher, cfg.teacher_epochs
+        ).to(device)
         self.loss_ref: float | None = None
         self._last_penalty = float("nan")
 
@@ -216,6 +228,7 @@ class SearchTask:
         """An architecture step on ``val_batch`` (fp32, with the latency term) when given, then
         a weight step on ``batch`` (bf16 autocast with ``amp: bf16``)."""
         self.net.train()
+        set_loss_epoch(self.criterion, epoch)
         logs: dict[str, float] = {}
         batch = to_memory_format(batch, self.channels_last)
         if val_batch is not None:
@@ -517,7 +530,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, progress: bool = True) -
         num_workers=cfg.num_workers,
     )
     fixed = eval_batches(val, cfg.batch, cfg.eval_batches, cfg.seed)
-    check_loss_data(build_loss(cfg.loss), fixed[:1], cfg.loss, cfg.data)
+    check_loss_data(build_loss(cfg.loss, **(cfg.loss_args or {})), fixed[:1], cfg.loss, cfg.data)
     task = SearchTask(supernet, cfg, penalty, device, fixed)
     engine = Engine(run, task, train_loader, cfg.epochs, val_loader, cfg.steps_per_epoch, progress)
     engine.fit(resume=resume)

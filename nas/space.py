@@ -38,6 +38,8 @@ DRM_SLOTS: tuple[str, ...] = ("drm.0", "drm.1", "drm.2", "drm.3")
 """Detail repletion: four ops with residual connections around pairs."""
 
 RELIGHT_MODES = ("multiply", "divide")
+HEADS = ("crmef", "pyramid")
+SCALES = (1, 2, 4, 8)
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 """The shipped spaces: package data (``nas/spaces/*.yaml``), found the same way from a source
 checkout and from an installed wheel."""
@@ -73,6 +75,15 @@ class ArchConfig:
             convolution, the detail module at 2C); the published general net is C = 64.
             ``lean``: this toolkit's smaller form (LeakyReLU inside every op, residual ops
             of one convolution, every module at C). Files without the key are ``lean``.
+        head: how the fused image is made. ``crmef`` (the paper's): the detail module's
+            illumination head. ``pyramid``: the detail module's features predict a
+            correction of Mertens' weight map per exposure and pyramid level, and the output
+            is a Laplacian-pyramid blend of the input exposures (:class:`nas.heads.PyramidHead`;
+            with a zero correction, exactly OpenCV's Mertens fusion).
+        scale: processing scale of the network body (SRSM, DASM, DRM) for the ``pyramid``
+            head: the body sees the pair downsampled by 1, 2, 4 or 8 and its weight
+            corrections are upsampled to every pyramid level; the blend itself is at full
+            resolution. The ``crmef`` head needs 1.
     """
 
     channels: int = 32
@@ -80,6 +91,8 @@ class ArchConfig:
     relight: str = "multiply"
     misaligned: bool = False
     style: str = "lean"
+    head: str = "crmef"
+    scale: int = 1
 
     @classmethod
     def parse(
@@ -108,6 +121,14 @@ class ArchConfig:
             raise SpaceError(f"style must be one of {STYLES}, got {self.style!r}")
         if not isinstance(self.misaligned, bool):
             raise SpaceError(f"misaligned must be true or false, got {self.misaligned!r}")
+        if self.head not in HEADS:
+            raise SpaceError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.scale not in SCALES:
+            raise SpaceError(f"scale must be one of {SCALES}, got {self.scale!r}")
+        if self.scale != 1 and self.head != "pyramid":
+            raise SpaceError(
+                f"scale {self.scale} needs head: pyramid (the crmef head is full-size)"
+            )
 
     @property
     def slots(self) -> tuple[str, ...]:
@@ -183,7 +204,8 @@ class SearchSpace:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
-        """Load ``path``; a bare name such as ``crmef`` is a shipped space (:func:`shipped_spaces`)."""
+        """Load ``path``; a bare name such as ``crmef`` is a shipped space
+        (:func:`shipped_spaces`)."""
         p = Path(path)
         if not p.exists() and not p.suffix:
             p = SPACES_DIR / f"{p}.yaml"

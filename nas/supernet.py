@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from nas.heads import Downsample, PyramidHead
 from nas.modules import (
     DASMMerge,
     DASMOffset,
@@ -128,12 +129,24 @@ class DRM(nn.Module):
         self.op3 = make_slot("drm.3", C, C)
         self.head = DRMHead(C)
 
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+    out_channels_of = staticmethod(lambda C, aligned_features: C)
+    """Width of :meth:`features` for a module of width C."""
+
+    def _body(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         feat, base = self.stem(a, b)
         x0 = self.op0(feat)
         x1 = self.op1(x0) + x0
         x2 = self.op2(x1)
-        return self.head(self.op3(x2), x2, base)
+        return self.op3(x2), x2, base
+
+    def features(self, a: Tensor, b: Tensor) -> Tensor:
+        """The features the illumination head reads, ``op3(x2) + x2``: (B, C, H, W)."""
+        f, r, _ = self._body(a, b)
+        return f + r
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        f, r, base = self._body(a, b)
+        return self.head(f, r, base)
 
 
 class CRMEFNet(nn.Module):
@@ -156,15 +169,27 @@ class CRMEFNet(nn.Module):
         )
         self.dasm = DASM(C, make_slot, arch.style) if arch.misaligned else None
         self.drm = drm(C, make_slot, aligned_features=arch.misaligned)
+        # head: pyramid -- the body steers a Mertens-initialised pyramid blend (nas.heads)
+        self.down = Downsample(arch.scale) if arch.scale > 1 else None
+        self.head = None
+        if arch.head == "pyramid":
+            D = drm.out_channels_of(C, arch.misaligned)
+            self.head = PyramidHead(D, arch.scale)
+            self.drm.head = None  # the illumination head is replaced, not computed
 
     def forward(self, under: Tensor, over: Tensor) -> Tensor:
         if not torch.fx._symbolic_trace.is_fx_symbolic_tracing():
             check_pair(under, over)
+        x_under, x_over = under, over
+        if self.down is not None:
+            under, over = self.down(under, over)
         for su, so in zip(self.srsm_under, self.srsm_over):
             under, over = su(under), so(over)
         if self.dasm is not None:
             under, over = self.dasm(under, over)
-        return self.drm(under, over)
+        if self.head is None:
+            return self.drm(under, over)
+        return self.head(x_under, x_over, self.drm.features(under, over))
 
 
 class MixedOp(nn.Module):

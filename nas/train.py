@@ -33,7 +33,7 @@ from nas.accel import channels_last_for, configure_device, to_memory_format
 from nas.cli import add_training_args, run_config_command
 from nas.config import to_dict
 from nas.engine import Batch, Engine, validation_scores
-from nas.losses import build_loss, check_loss_data, loss_for_model
+from nas.losses import build_loss, build_objective, check_loss_data, loss_for_model, set_loss_epoch
 from nas.models import ModelRefError, build_arch, resolve_model
 from nas.runs import RunConfig, RunDir, RunError
 from nas.utils import resolve_device, seed_everything
@@ -79,10 +79,14 @@ def loss_name(cfg: TrainConfig, model_name: str, is_registry: bool) -> str:
 
 
 def make_loss(name: str, cfg: TrainConfig) -> torch.nn.Module:
+    """The run's objective (``loss_args`` and the teacher warm-up of the config applied)."""
     if name == "crmef":
         critic = "patchgan" if cfg.beta2 > 0 else None
-        return build_loss("crmef", beta1=cfg.beta1, beta2=cfg.beta2, critic=critic)
-    return build_loss(name)
+        if cfg.teacher is not None and cfg.teacher_epochs > 0:
+            raise ValueError("a teacher warm-up needs a loss without a critic (e.g. mef-ssim, l1)")
+        args = {"beta1": cfg.beta1, "beta2": cfg.beta2, "critic": critic, **(cfg.loss_args or {})}
+        return build_loss("crmef", **args)
+    return build_objective(name, cfg.loss_args, cfg.teacher, cfg.teacher_epochs)
 
 
 class TrainTask:
@@ -128,6 +132,7 @@ class TrainTask:
 
     def train_step(self, batch: Batch, val_batch: Batch | None, epoch: int) -> dict[str, float]:
         self.model.train()
+        set_loss_epoch(self.loss, epoch)
         logs: dict[str, float] = {}
         batch = to_memory_format(batch, self.channels_last)
         fused = self.train_model(batch["under"], batch["over"])

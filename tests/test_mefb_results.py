@@ -50,3 +50,22 @@ def test_shipped_scores_reproduce(model: str) -> None:
         want = rows[rows["scene"] == r["scene"]].iloc[0]
         assert abs(r["mef_ssim"] - want["mef_ssim"]) < 1e-4, (model, r["scene"])
         assert abs(r["qabf"] - want["qabf"]) < 1e-4, (model, r["scene"])
+
+
+PYRAMID_PAIRS = sorted((RESULTS / "eval-pyramid").glob("*-pairs.csv"))
+
+
+@pytest.mark.skipif(not PYRAMID_PAIRS, reason="no shipped results/mefb/eval-pyramid yet")
+def test_pyramid_net_scores_reproduce() -> None:
+    """The pyramid-head net's shipped MEFB scores reproduce from its model file."""
+    pairs = pd.read_csv(PYRAMID_PAIRS[0])
+    model = "searched-pyramid-eta0.5"
+    rows = pairs[pairs["model"] == model]
+    assert len(rows) == 100
+    scenes = _smallest_scenes(rows)
+    ref = str(RESULTS / "models" / f"{model}.pt")
+    got = evaluate_folder([ref], MEFB, scenes=scenes, device="cpu", threads=1, mefb_table=False)
+    for _, r in got.pairs.iterrows():
+        want = rows[rows["scene"] == r["scene"]].iloc[0]
+        assert abs(r["mef_ssim"] - want["mef_ssim"]) < 1e-4, r["scene"]
+        assert abs(r["qabf"] - want["qabf"]) < 1e-4, r["scene"]

@@ -55,7 +55,15 @@ from nas.losses.no_reference import (
     saturation_weighted_chroma,
     well_exposed_means,
 )
-from nas.losses.registry import LOSSES, build_loss, check_loss_data, list_losses, loss_for_model
+from nas.losses.registry import (
+    LOSSES,
+    build_loss,
+    build_objective,
+    check_loss_data,
+    list_losses,
+    loss_for_model,
+)
+from nas.losses.teacher import TeacherWarmup, set_loss_epoch, with_teacher
 
 __all__ = [
     "Batch",
@@ -83,6 +91,10 @@ __all__ = [
     "LOSSES",
     "list_losses",
     "build_loss",
+    "build_objective",
+    "TeacherWarmup",
+    "set_loss_epoch",
+    "with_teacher",
     "check_loss_data",
     "loss_for_model",
 ]

@@ -12,6 +12,9 @@ from torch import Tensor
 from nas.color import CHROMA_NEUTRAL, rgb_to_ycbcr
 from nas.losses.base import Batch, FusionLoss, _per_image_mean
 from nas.metrics import mef_ssim
+from nas.pyramid import mertens_fuse
+
+MEAN_TARGETS = ("spd", "mertens")
 
 __all__ = ["MEFSSIMLoss", "fusion_sources", "saturation_weighted_chroma", "well_exposed_means"]
 
@@ -117,6 +120,10 @@ class MEFSSIMLoss(FusionLoss):
         scales: MEF-SSIM scales (3 = MEFB's ``mef_ms_ssim``).
         mean_weight: weight of ``L_mean`` (0 drops it).
         mean_window: patch size of the mean target (stride half of it).
+        mean_target: ``spd`` (SPD-MEF's well-exposedness-weighted source means, above) or
+            ``mertens``: the patch means of Mertens' fusion of the sources
+            (:func:`nas.pyramid.mertens_fuse`), a low-pass that keeps a classical fusion's
+            global contrast instead of pulling every patch towards mid-grey.
         chroma_weight: weight of ``L_chroma`` (0 drops it).
         sigma_g, sigma_l: SPD-MEF's global and local well-exposedness widths.
     """
@@ -126,6 +133,7 @@ class MEFSSIMLoss(FusionLoss):
         scales: int = 3,
         mean_weight: float = 1.0,
         mean_window: int = 16,
+        mean_target: str = "spd",
         chroma_weight: float = 1.0,
         sigma_g: float = 0.2,
         sigma_l: float = 0.5,
@@ -144,6 +152,9 @@ class MEFSSIMLoss(FusionLoss):
             )
         self.scales, self.mean_weight = int(scales), float(mean_weight)
         self.mean_window = int(mean_window)
+        if mean_target not in MEAN_TARGETS:
+            raise ValueError(f"mean_target must be one of {MEAN_TARGETS}, got {mean_target!r}")
+        self.mean_target = mean_target
         self.sigma_g, self.sigma_l = float(sigma_g), float(sigma_l)
 
     def per_image(self, fused: Tensor, batch: Batch) -> Tensor:
@@ -152,8 +163,13 @@ class MEFSSIMLoss(FusionLoss):
         score = mef_ssim(fused, sources, scales=min(self.scales, fit), differentiable=True)
         loss = (1.0 - score).to(fused.dtype)
         if self.mean_weight > 0:
-            target = well_exposed_means(sources, self.mean_window, self.sigma_g, self.sigma_l)
             stride = max(self.mean_window // 2, 1)
+            if self.mean_target == "mertens":
+                with torch.no_grad():
+                    teacher = mertens_fuse([s.float() for s in sources]).to(fused.dtype)
+                target = F.avg_pool2d(teacher, self.mean_window, stride)
+            else:
+                target = well_exposed_means(sources, self.mean_window, self.sigma_g, self.sigma_l)
             got = F.avg_pool2d(fused, self.mean_window, stride)
             loss = loss + self.mean_weight * _per_image_mean((got - target).abs())
         if self.chroma_weight > 0:
@@ -165,7 +181,8 @@ class MEFSSIMLoss(FusionLoss):
     def extra_repr(self) -> str:
         return (
             f"scales={self.scales}, mean_weight={self.mean_weight}, "
-            f"mean_window={self.mean_window}, chroma_weight={self.chroma_weight}, "
+            f"mean_window={self.mean_window}, mean_target={self.mean_target!r}, "
+            f"chroma_weight={self.chroma_weight}, "
             f"sigma_g={self.sigma_g}, sigma_l={self.sigma_l}, "
             f"{super().extra_repr()}"
         )

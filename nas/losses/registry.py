@@ -14,8 +14,16 @@ from nas.losses.base import Batch, FusionLoss
 from nas.losses.baselines import FFMEFLoss, HyperPMBLoss, LCNDRLoss, MEFCLLoss
 from nas.losses.crmef import CRMEFLoss, GradientLoss, IntensityLoss
 from nas.losses.no_reference import MEFSSIMLoss
+from nas.losses.teacher import with_teacher
 
-__all__ = ["LOSSES", "list_losses", "build_loss", "check_loss_data", "loss_for_model"]
+__all__ = [
+    "LOSSES",
+    "list_losses",
+    "build_loss",
+    "build_objective",
+    "check_loss_data",
+    "loss_for_model",
+]
 
 # --------------------------------------------------------------------------------------------
 # Factory
@@ -70,6 +78,17 @@ def build_loss(name: str, **kwargs: Any) -> FusionLoss:
     if unknown:
         raise TypeError(f"loss {name!r}: unknown arguments {unknown}; valid: {valid}")
     return cls(**kwargs)
+
+
+def build_objective(
+    name: str,
+    loss_args: dict[str, Any] | None = None,
+    teacher: str | None = None,
+    teacher_epochs: int = 0,
+) -> FusionLoss:
+    """The objective of a run: loss ``name`` with ``loss_args``, wrapped in a teacher
+    warm-up when ``teacher`` and ``teacher_epochs`` are set (RunConfig's keys)."""
+    return with_teacher(build_loss(name, **(loss_args or {})), teacher, teacher_epochs)
 
 
 def loss_for_model(model_name: str) -> str:
