@@ -151,6 +151,7 @@ def test_registry_metadata_replaces_name_checks():
         "lcndr": "baseline",
         "mef-cl": "baseline",
         "mertens": "classical",
+        "mertens-default": "classical",
     }
     assert width_kwargs("crmef-general", 8) == {"channels": 8}
     assert width_kwargs("ffmef", 8) == {} and width_kwargs("crmef-general", None) == {}

@@ -104,14 +104,14 @@ def test_describe_and_settings() -> None:
     }
     assert m.describe().startswith("mertens (classical") and "Mertens" in m.describe()
     assert "average" in Average().describe()
-    assert list_classical() == ["average", "mertens"]
+    assert list_classical() == ["average", "mertens", "mertens-default"]
     with pytest.raises(KeyError, match="mertens"):
         create_classical("nope")
 
 
 def test_registry_kinds() -> None:
     assert {"mertens", "average"} <= set(list_models())
-    assert list_models(kind="classical") == ["average", "mertens"]
+    assert list_models(kind="classical") == ["average", "mertens", "mertens-default"]
     assert not {"mertens", "average"} & set(list_models(kind="network"))
     assert "ffmef" in list_models(kind="network")
     info = get_model_info("mertens")
