@@ -189,19 +189,26 @@ class Mertens(ClassicalFusion):
 
     Args:
         contrast_weight, saturation_weight, exposure_weight: the exponents of the three
-            quality measures (the paper's default: all 1).
+            quality measures (None: :attr:`default_weights`, the paper's all 1).
     """
 
     name = "mertens"
     paper = 'Mertens, Kautz & Van Reeth, "Exposure fusion", Pacific Graphics 2007 (OpenCV)'
     summary = "Laplacian-pyramid blend weighted by contrast, saturation, well-exposedness"
 
+    default_weights: ClassVar[tuple[float, float, float]] = (1.0, 1.0, 1.0)
+    """(contrast, saturation, exposure) exponents used where an argument is None."""
+
     def __init__(
         self,
-        contrast_weight: float = 1.0,
-        saturation_weight: float = 1.0,
-        exposure_weight: float = 1.0,
+        contrast_weight: float | None = None,
+        saturation_weight: float | None = None,
+        exposure_weight: float | None = None,
     ) -> None:
+        given = (contrast_weight, saturation_weight, exposure_weight)
+        contrast_weight, saturation_weight, exposure_weight = (
+            d if v is None else v for v, d in zip(given, self.default_weights)
+        )
         for k, v in (
             ("contrast_weight", contrast_weight),
             ("saturation_weight", saturation_weight),
@@ -238,14 +245,7 @@ class MertensDefault(Mertens):
 
     name = "mertens-default"
     summary = "Mertens with OpenCV's default weights (contrast 1, saturation 1, exposure 0)"
-
-    def __init__(
-        self,
-        contrast_weight: float = 1.0,
-        saturation_weight: float = 1.0,
-        exposure_weight: float = 0.0,
-    ) -> None:
-        super().__init__(contrast_weight, saturation_weight, exposure_weight)
+    default_weights = (1.0, 1.0, 0.0)
 
 
 class Average(ClassicalFusion):

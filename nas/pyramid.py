@@ -38,6 +38,7 @@ __all__ = [
     "mertens_fuse",
     "mertens_log_weights",
     "mertens_quality",
+    "mertens_target",
     "pyr_down",
     "pyr_up",
 ]
@@ -232,3 +233,10 @@ def mertens_fuse(
     """
     logw = mertens_log_weights(frames, contrast, saturation, exposure)
     return laplacian_blend(frames, torch.softmax(logw, dim=1)).clamp(0.0, 1.0)
+
+
+def mertens_target(frames: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
+    """:func:`mertens_fuse` as a fixed training target of ``dtype``: computed in float32
+    without gradients (the teacher warm-up and mef-ssim's ``mean_target: mertens``)."""
+    with torch.no_grad():
+        return mertens_fuse([f.float() for f in frames]).to(dtype)

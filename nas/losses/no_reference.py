@@ -12,7 +12,7 @@ from torch import Tensor
 from nas.color import CHROMA_NEUTRAL, rgb_to_ycbcr
 from nas.losses.base import Batch, FusionLoss, _per_image_mean
 from nas.metrics import mef_ssim
-from nas.pyramid import mertens_fuse
+from nas.pyramid import mertens_target
 
 MEAN_TARGETS = ("spd", "mertens")
 
@@ -122,7 +122,7 @@ class MEFSSIMLoss(FusionLoss):
         mean_window: patch size of the mean target (stride half of it).
         mean_target: ``spd`` (SPD-MEF's well-exposedness-weighted source means, above) or
             ``mertens``: the patch means of Mertens' fusion of the sources
-            (:func:`nas.pyramid.mertens_fuse`), a low-pass that keeps a classical fusion's
+            (:func:`nas.pyramid.mertens_target`), a low-pass that keeps a classical fusion's
             global contrast instead of pulling every patch towards mid-grey.
         chroma_weight: weight of ``L_chroma`` (0 drops it).
         sigma_g, sigma_l: SPD-MEF's global and local well-exposedness widths.
@@ -165,8 +165,7 @@ class MEFSSIMLoss(FusionLoss):
         if self.mean_weight > 0:
             stride = max(self.mean_window // 2, 1)
             if self.mean_target == "mertens":
-                with torch.no_grad():
-                    teacher = mertens_fuse([s.float() for s in sources]).to(fused.dtype)
+                teacher = mertens_target(sources, fused.dtype)
                 target = F.avg_pool2d(teacher, self.mean_window, stride)
             else:
                 target = well_exposed_means(sources, self.mean_window, self.sigma_g, self.sigma_l)

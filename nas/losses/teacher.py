@@ -4,7 +4,7 @@ Classical fusion gives a free label for every training pair. :class:`TeacherWarm
 run's objective: for the first ``epochs`` epochs the loss is the L1 distance to the teacher's
 fusion of the same pair; afterwards it is the wrapped objective alone, which can climb beyond
 the teacher. The teacher is computed in torch on the batch's device
-(:func:`nas.pyramid.mertens_fuse`, OpenCV's ``createMergeMertens()`` algorithm and default
+(:func:`nas.pyramid.mertens_target`, OpenCV's ``createMergeMertens()`` algorithm and default
 weights), so it costs a few milliseconds per crop and needs no cache.
 """
 
@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from nas.losses.base import Batch, FusionLoss, _per_image_mean
-from nas.pyramid import mertens_fuse
+from nas.losses.no_reference import fusion_sources
+from nas.pyramid import mertens_target
 
 __all__ = ["TEACHERS", "TeacherWarmup", "set_loss_epoch", "with_teacher"]
 
@@ -53,9 +54,7 @@ class TeacherWarmup(FusionLoss):
     def per_image(self, fused: Tensor, batch: Batch) -> Tensor:
         if not self.distilling:
             return self.objective.per_image(fused, batch)
-        sources = [batch.get(f"{k}_aligned", batch[k]) for k in ("under", "over")]
-        with torch.no_grad():
-            target = mertens_fuse([s.float() for s in sources]).to(fused.dtype)
+        target = mertens_target(fusion_sources(batch), fused.dtype)
         return _per_image_mean((fused - target).abs())
 
     def extra_repr(self) -> str:
