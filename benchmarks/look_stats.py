@@ -17,25 +17,10 @@ import pandas as pd
 import torch
 
 from nas.data.io import load_image
+from nas.metrics import colourfulness, rms_contrast
 from nas.models import resolve_model
 from nas.report import markdown_table
 from nas.utils import atomic_write_text
-
-
-def rms_contrast(x: torch.Tensor) -> float:
-    """(3, H, W) in [0, 1] -> std of the luminance."""
-    y = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
-    return float(y.std())
-
-
-def colourfulness(x: torch.Tensor) -> float:
-    """Hasler & Suesstrunk 2003 on 0-255 RGB: (3, H, W) in [0, 1] -> M."""
-    r, g, b = (x * 255.0).double()
-    rg, yb = r - g, 0.5 * (r + g) - b
-    return float(
-        torch.sqrt(rg.std() ** 2 + yb.std() ** 2)
-        + 0.3 * torch.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 f = m.model(a, b)[0].clamp(0, 1)
             f = torch.round(f * 255) / 255  # as saved / scored (8 bits)
-            sums[r][0] += rms_contrast(f)
-            sums[r][1] += colourfulness(f)
+            sums[r][0] += float(rms_contrast(f[None])[0])
+            sums[r][1] += float(colourfulness(f[None])[0])
     n = len(scenes)
     base = sums[args.reference]
     rows = [

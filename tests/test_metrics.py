@@ -789,3 +789,34 @@ def test_mef_ssim_differentiable_matches_metric_and_has_gradients(small_sequence
         mef_ssim(fused, [under, over], quantize=True, differentiable=True)
     # the metric itself still has no graph
     assert not mef_ssim(fused.clone().requires_grad_(), [under, over]).requires_grad
+
+
+def test_look_statistics_hand_values() -> None:
+    """RMS contrast and colourfulness against values worked by hand."""
+    from nas.metrics import colourfulness, rms_contrast
+
+    grey = torch.full((1, 3, 4, 4), 0.5)
+    assert rms_contrast(grey).item() == 0.0
+    assert colourfulness(grey).item() == 0.0
+    # Half black, half white: luminance std 0.5; still grey, so no colour.
+    bw = torch.zeros(1, 3, 2, 2)
+    bw[..., 0, :] = 1.0
+    assert rms_contrast(bw).item() == pytest.approx(0.5, abs=1e-12)
+    assert colourfulness(bw).item() == 0.0
+    # Pure red everywhere: rg = 255, yb = 127.5, no spread -> 0.3 * sqrt(255^2 + 127.5^2).
+    red = torch.zeros(1, 3, 3, 3)
+    red[:, 0] = 1.0
+    assert colourfulness(red).item() == pytest.approx(0.3 * math.hypot(255.0, 127.5), rel=1e-12)
+    # Half red, half green: rg = +-255 (std 255), yb = 127.5 (std 0); means 0 and 127.5.
+    rg = torch.zeros(1, 3, 2, 2)
+    rg[:, 0, 0, :] = 1.0
+    rg[:, 1, 1, :] = 1.0
+    assert colourfulness(rg).item() == pytest.approx(255.0 + 0.3 * 127.5, rel=1e-12)
+    assert rms_contrast(rg).item() == pytest.approx((0.587 - 0.299) / 2, rel=1e-12)
+
+
+def test_look_statistics_reject_grey_input() -> None:
+    from nas.metrics import colourfulness
+
+    with pytest.raises(ValueError, match="x"):
+        colourfulness(torch.rand(1, 1, 8, 8))

@@ -32,8 +32,10 @@ Layout: :mod:`~nas.metrics.basic` (:class:`MetricUnavailable`, input checks, MAT
 pixel helpers, ``psnr``), :mod:`~nas.metrics.structural` (Gaussian windows, ``ssim``,
 ``ssim_map``, ``ms_ssim``), :mod:`~nas.metrics.feature_similarity` (``fsim``),
 :mod:`~nas.metrics.mef` (``mef_ssim``), :mod:`~nas.metrics.edge` (``qabf``, :data:`QABF_MAX`),
-:mod:`~nas.metrics.perceptual` (``lpips``) and :mod:`~nas.metrics.registry` (:data:`METRICS`,
-:func:`compute_all`).  Import from ``nas.metrics``; every name is re-exported here.
+:mod:`~nas.metrics.perceptual` (``lpips``), :mod:`~nas.metrics.look` (``rms_contrast``,
+``colourfulness``: washed-out checks read beside a reference fusion) and
+:mod:`~nas.metrics.registry` (:data:`METRICS`, :func:`compute_all`).  Import from
+``nas.metrics``; every name is re-exported here.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from nas.metrics.edge import _qabf_sobel as _qabf_sobel
 from nas.metrics.feature_similarity import _pc_range as _pc_range
 from nas.metrics.feature_similarity import _phasecong2 as _phasecong2
 from nas.metrics.feature_similarity import fsim
+from nas.metrics.look import colourfulness, rms_contrast
 from nas.metrics.mef import _MEF_SSIM_WEIGHTS as _MEF_SSIM_WEIGHTS
 from nas.metrics.mef import _RGB2GRAY as _RGB2GRAY
 from nas.metrics.mef import _as_source_list as _as_source_list
@@ -91,6 +94,7 @@ __all__ = [
     "MetricSpec",
     "MetricUnavailable",
     "QABF_MAX",
+    "colourfulness",
     "compute_all",
     "fsim",
     "lpips",
@@ -98,6 +102,7 @@ __all__ = [
     "ms_ssim",
     "psnr",
     "qabf",
+    "rms_contrast",
     "ssim",
     "ssim_map",
 ]
