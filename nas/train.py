@@ -33,8 +33,16 @@ from nas.accel import channels_last_for, configure_device, to_memory_format
 from nas.cli import add_training_args, run_config_command
 from nas.config import to_dict
 from nas.engine import Batch, Engine, validation_scores
-from nas.losses import build_loss, build_objective, check_loss_data, loss_for_model, set_loss_epoch
-from nas.models import ModelRefError, build_arch, resolve_model
+from nas.losses import (
+    LossArgumentError,
+    UnknownLossError,
+    build_loss,
+    build_objective,
+    check_loss_data,
+    loss_for_model,
+    set_loss_epoch,
+)
+from nas.models import build_arch, resolve_model
 from nas.runs import RunConfig, RunDir, RunError
 from nas.utils import resolve_device, seed_everything
 
@@ -304,10 +312,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # ConfigError, ModelRefError, GenotypeError, bad data or settings
+    FileNotFoundError,
+    RunError,
+    UnknownLossError,
+    LossArgumentError,
+)
+"""The mistakes of the person running ``python -m nas.train`` (a bad config value or key, a
+missing file, a bad model reference, an existing or missing run folder, an unknown loss or
+loss argument): one line on stderr, exit 2. Anything else (a ``RuntimeError`` from a shape
+mismatch, a stray ``KeyError`` or ``TypeError``) is a bug and keeps its traceback."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    errors = (ValueError, FileNotFoundError, RuntimeError, ModelRefError, KeyError, TypeError)
-    code, path = run_config_command(TrainConfig, PRESETS, run_train, args, errors)
+    code, path = run_config_command(TrainConfig, PRESETS, run_train, args, USER_ERRORS)
     if code:
         return code
     print(f"training finished: {path}")

@@ -127,3 +127,35 @@ def test_unknown_model_lists_valid_names(tmp_path: Path, capsys) -> None:
     assert "unet-9000" in err and "ffmef" in err and "mef-cl" in err
     with pytest.raises(ModelRefError):
         resolve_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    "extra,expect",
+    [
+        (["--loss", "nope"], "unknown loss 'nope'; valid losses:"),
+        (["--loss", "mef-ssim", "--set", "loss_args={bogus: 1}"], "unknown arguments ['bogus']"),
+        (["--set", "epochz=3"], "epochz"),
+        (["--config", "no-such-config.yaml"], "config file not found"),
+        (["--arch", "unet-9000"], "unet-9000"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path: Path, capsys, extra: list[str], expect: str) -> None:
+    """A mistake of the user (bad loss, loss argument, key, config file, model): exit 2 and
+    one line on stderr, no traceback."""
+    assert train.main([*FAST, "--runs-dir", str(tmp_path), "--arch", "ffmef", *extra]) == 2
+    err = capsys.readouterr().err
+    assert expect in err and err.startswith("error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", [RuntimeError, KeyError, TypeError])
+def test_bugs_keep_their_traceback(tmp_path: Path, monkeypatch, kind: type) -> None:
+    """A RuntimeError / KeyError / TypeError from the code (a bug, not a user error)
+    propagates instead of becoming a one-line exit 2."""
+
+    def broken(*args, **kwargs):
+        raise kind("a bug inside the training code")
+
+    monkeypatch.setattr(train.TrainTask, "train_step", broken)
+    with pytest.raises(kind, match="a bug inside"):
+        train.main([*FAST, "--runs-dir", str(tmp_path), "--arch", "ffmef", "--epochs", "1"])
