@@ -292,3 +292,23 @@ def test_shipped_configs_load(name: str) -> None:
     cls = search.SearchConfig if name.startswith("search") else TrainConfig
     cfg = load_yaml_config(cls, Path(__file__).resolve().parent.parent / "configs" / name)
     assert cfg.epochs >= 300
+
+
+def test_metrics_genotype_columns_follow_max_skip() -> None:
+    """``metrics.csv``'s ``genotype`` / ``skip_wins`` are derived as ``genotype.yaml`` is
+    (``max_skip`` applied), so the two never disagree."""
+    cfg = search.SearchConfig(**{**FAST, "eta": 0.0, "warmup_epochs": 0, "max_skip": 1})
+    net = Supernet(load_space("tiny"))
+    with torch.no_grad():
+        for s in net.space.slots:
+            a = net.alpha(s)
+            a.zero_()
+            if "skip" in net.space.candidates[s]:
+                a[net.space.candidates[s].index("skip")] = 1.0
+    task = search.SearchTask(net, cfg, None, torch.device("cpu"), [])
+    task.eval_batches = [{k: torch.rand(2, 3, 16, 16) for k in ("under", "over", "gt")}]
+    row = task.end_epoch(0)
+    capped = search.derive_genotype(net, max_skip=1)
+    assert row["genotype"] == " ".join(op for _, op in capped.ops)
+    assert row["skip_wins"] == 1
+    assert sum(op == "skip" for _, op in search.derive_genotype(net).ops) == 3  # uncapped
