@@ -133,7 +133,10 @@ class TrainTask:
             if self.critic is not None
             else None
         )
-        self.best_psnr = -float("inf")
+        # the best checkpoint's validation score and which metric it is: "val_psnr" (data
+        # with ground truth) or "val_mef_ssim" (real sequences without)
+        self.best_score = -float("inf")
+        self.best_metric: str | None = None
 
     def needs_val_batch(self, epoch: int) -> bool:
         return False
@@ -171,10 +174,12 @@ class TrainTask:
         return row
 
     def after_checkpoint(self, run: RunDir, epoch: int, row: dict[str, Any]) -> None:
+        """Save ``best`` when the validation score beats :attr:`best_score` (PSNR where the
+        data have ground truth, else MEF-SSIM; :attr:`best_metric` names it)."""
         key = "val_psnr" if "val_psnr" in row else "val_mef_ssim"
         score = row.get(key, -float("inf"))
-        if score > self.best_psnr:
-            self.best_psnr = score
+        if score > self.best_score:
+            self.best_score, self.best_metric = score, key
             run.save_checkpoint(
                 {
                     "epoch": epoch,
@@ -193,7 +198,8 @@ class TrainTask:
             "arch": self.arch,
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
-            "best_psnr": self.best_psnr,
+            "best_score": self.best_score,
+            "best_metric": self.best_metric,
         }
         if self.critic is not None:
             state["critic"] = self.critic.state_dict()
@@ -204,7 +210,10 @@ class TrainTask:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
-        self.best_psnr = state["best_psnr"]
+        if "best_score" in state:
+            self.best_score, self.best_metric = state["best_score"], state.get("best_metric")
+        else:  # checkpoints written before the rename: "best_psnr" held either metric
+            self.best_score, self.best_metric = state["best_psnr"], None
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
             self.critic_opt.load_state_dict(state["critic_opt"])

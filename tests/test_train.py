@@ -159,3 +159,32 @@ def test_bugs_keep_their_traceback(tmp_path: Path, monkeypatch, kind: type) -> N
     monkeypatch.setattr(train.TrainTask, "train_step", broken)
     with pytest.raises(kind, match="a bug inside"):
         train.main([*FAST, "--runs-dir", str(tmp_path), "--arch", "ffmef", "--epochs", "1"])
+
+
+def test_best_score_names_its_metric_and_old_checkpoints_load(tmp_path: Path) -> None:
+    """``TrainTask.best_score`` holds the best validation score and ``best_metric`` which one
+    (``val_psnr`` with ground truth, else ``val_mef_ssim``); a checkpoint written before the
+    rename (``best_psnr``) still resumes."""
+    run = _run(tmp_path, "b", "--arch", "ffmef", "--epochs", "2")
+    # last.pt of epoch 1 is written before that epoch's best check: it holds epoch 0's
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["task"]
+    assert state["best_metric"] == "val_psnr" and "best_psnr" not in state
+    assert state["best_score"] == pytest.approx(
+        RunDir(run, resume=True).read_metrics()[0]["val_psnr"]
+    )
+    # an old checkpoint: the same state under the old key
+    old = {k: v for k, v in state.items() if k not in ("best_score", "best_metric")}
+    old["best_psnr"] = state["best_score"]
+    cfg = train.TrainConfig(device="cpu", epochs=1)
+    model = resolve_model("ffmef").model
+    task = train.TrainTask(model, {"kind": "registry"}, train.make_loss("ffmef", cfg), cfg,
+                           torch.device("cpu"), [])  # fmt: skip
+    task.load_state_dict(old)
+    assert task.best_score == state["best_score"] and task.best_metric is None
+    task.load_state_dict(state)
+    assert task.best_metric == "val_psnr"
+    # without ground truth the score is MEF-SSIM, and so named
+    task.best_score, task.best_metric = -float("inf"), None
+    task.after_checkpoint(RunDir(run, resume=True), 1, {"val_mef_ssim": 0.9})
+    assert (task.best_score, task.best_metric) == (0.9, "val_mef_ssim")
+    assert torch.load(run / "checkpoints" / "best.pt", weights_only=False)["val_mef_ssim"] == 0.9
