@@ -55,16 +55,58 @@ def test_genotype_trains_with_crmef_loss_and_critic(tmp_path: Path) -> None:
     torch.testing.assert_close(trained.model.eval()(u, o), fresh(u, o))
 
 
-@pytest.mark.parametrize("arch", ["ffmef", "hyperp-mb"])
-def test_baseline_trains_with_its_paper_loss(tmp_path: Path, arch: str) -> None:
+@pytest.fixture
+def tasks(monkeypatch) -> list[train.TrainTask]:
+    """The :class:`~nas.train.TrainTask` objects the runs of a test build."""
+    made: list[train.TrainTask] = []
+    original = train.TrainTask.__init__
+
+    def init(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(train.TrainTask, "__init__", init)
+    return made
+
+
+def _logged_loss_is_the_loss(task: train.TrainTask, run: Path) -> None:
+    """The last logged validation loss is the run's loss object on its validation batches
+    with the final weights (what the last epoch's evaluation computed)."""
+    from nas.engine import validation_scores
+
+    logged = RunDir(run, resume=True).read_metrics()[-1]["val_loss"]
+    again = validation_scores(task.model, task.loss, task.eval_batches, torch.device("cpu"))
+    assert logged == pytest.approx(again["val_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "arch,cls", [("ffmef", "FFMEFLoss"), ("hyperp-mb", "HyperPMBLoss")], ids=["ffmef", "hyperp"]
+)
+def test_baseline_trains_with_its_paper_loss(tmp_path: Path, tasks, arch: str, cls: str) -> None:
+    import nas.losses
+
     run = _run(tmp_path, arch, "--arch", arch)
     cfg = RunDir(run, resume=True).load_config()
     assert cfg["loss_name"] == arch and cfg["kind"] == "train"
+    (task,) = tasks
+    assert type(task.loss) is getattr(nas.losses, cls)
+    assert task.critic is None and task.critic_opt is None
+    _logged_loss_is_the_loss(task, run)
 
 
-def test_same_loss_for_every_architecture(tmp_path: Path) -> None:
-    run = _run(tmp_path, "ff-crmef", "--arch", "ffmef", "--loss", "crmef")
+def test_same_loss_for_every_architecture(tmp_path: Path, tasks) -> None:
+    from nas.losses import CRMEFLoss, PatchGANCritic
+
+    run = _run(tmp_path, "ff-crmef", "--arch", "ffmef", "--loss", "crmef", "--set", "beta1=0.5")
     assert RunDir(run, resume=True).load_config()["loss_name"] == "crmef"
+    (task,) = tasks
+    loss = task.loss
+    assert type(loss) is CRMEFLoss and (loss.beta1, loss.beta2) == (0.5, 0.05)
+    assert isinstance(loss.adversarial.critic, PatchGANCritic)
+    assert task.critic is loss.adversarial.critic  # the critic the run trains
+    rows = RunDir(run, resume=True).read_metrics()
+    assert all(r["critic_loss"] != "" for r in rows)
+    _logged_loss_is_the_loss(task, run)
 
 
 def test_mef_cl_without_vgg_weights_says_infonce_is_dropped(tmp_path: Path, capsys) -> None:
