@@ -14,7 +14,8 @@ subcommands                argparse subparsers (``nas.plot tradeoff``, ``nas.swe
 =========================  ====================================================================
 
 ``tests/test_cli.py`` walks every parser and holds each tool to this table. Older spellings
-(``--arch``, ``-o/--output``, ``--out-dir``, ``--quiet``) remain as aliases.
+(``--arch``, ``-o/--output``, ``--out-dir``, ``--runs-dir``, ``--quiet``) remain as aliases.
+For search and train, ``--out`` is the folder their run folder goes in (``runs_dir``).
 
 Settings resolve as defaults <- ``--preset`` <- ``--config`` <- ``--set`` <- explicit flags
 (:func:`nas.config.resolve`).
@@ -75,7 +76,8 @@ def add_table_args(
 
 def add_run_args(p: argparse.ArgumentParser, config_cls: str) -> None:
     """The flags every run-producing tool shares: ``--config``, ``--set``, ``--seed``,
-    ``--run-name``, ``--runs-dir``, ``--resume``, ``--no-progress``."""
+    ``--run-name``, ``--out`` (the folder the run folder goes in, config key ``runs_dir``;
+    ``--runs-dir``: its older name), ``--resume``, ``--no-progress``."""
     p.add_argument("--config", help=f"YAML file of settings (keys = {config_cls} fields)")
     p.add_argument(
         "--set",
@@ -87,7 +89,13 @@ def add_run_args(p: argparse.ArgumentParser, config_cls: str) -> None:
     )
     p.add_argument("--seed", type=int)
     p.add_argument("--run-name", dest="run_name")
-    p.add_argument("--runs-dir", dest="runs_dir")
+    p.add_argument(
+        "--out",
+        "--runs-dir",
+        dest="runs_dir",
+        help="folder the run folder <run-name> goes in (default results/runs; --runs-dir: "
+        "older name)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run named --run-name")
     add_progress(p)
 

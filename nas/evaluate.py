@@ -154,7 +154,9 @@ class EvalSettings:
             image per batch, as full images differ in size).
         max_images: evaluate at most this many images (the first ones, in order).
         batch_size: images per forward pass for the quality metrics.
-        misaligned: warp one input by a random homography (misaligned evaluation data).
+        misaligned: warp one input by a random homography (misaligned evaluation data); the
+            networks get the warped input, MEF-SSIM and Q^AB/F score against its
+            reference-frame copy (:func:`nas.losses.fusion_sources`), as training does.
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``; quality and
             latency run on it.
         latency_size, latency_batch: input ``(latency_batch, 3, S, S)`` of the latency

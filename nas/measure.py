@@ -47,10 +47,17 @@ def measure_quality(
 ) -> tuple[list[dict[str, float]], int, bool]:
     """Mean metrics per model over ``dataset`` (each batch loaded once, run through every model).
 
+    The networks fuse the batch's ``"under"`` and ``"over"``; the source-based metrics
+    (MEF-SSIM, Q^AB/F) score the fusion against :func:`nas.losses.fusion_sources`, i.e. the
+    reference-frame copy of an input that misaligned data warped (``"under_aligned"``), the
+    same images the training loss (:class:`nas.losses.MEFSSIMLoss`) and the run's validation
+    (:func:`nas.engine.validation_scores`) score against.
+
     Returns:
         ``(per-model {metric: mean}, number of images, whether the data had ground truth)``.
     """
     from nas.data import make_loader
+    from nas.losses import fusion_sources
     from nas.metrics import compute_all
 
     loader = make_loader(dataset, batch_size, shuffle=False)
@@ -65,6 +72,7 @@ def measure_quality(
             gt = batch.get("gt")
             has_gt = has_gt and gt is not None
             gt = gt.to(device) if gt is not None else None
+            src_u, src_o = (t.to(device).float() for t in fusion_sources(batch))
             b = int(under.shape[0])
             for r, net, acc in zip(models, nets, sums):
                 try:
@@ -75,7 +83,7 @@ def measure_quality(
                         f"model {r.name} failed on images {list(names)[:4]} of shape "
                         f"{tuple(under.shape)}: {type(e).__name__}: {e}"
                     ) from e
-                m = compute_all(fused, under.float(), over.float(), gt.float() if has_gt else None)
+                m = compute_all(fused, src_u, src_o, gt.float() if has_gt else None)
                 for k, v in m.items():
                     acc[k] = acc.get(k, 0.0) + v * b
             n_img += b

@@ -1,7 +1,9 @@
 """MEFB's no-reference protocol: real exposure pairs at full resolution, beside MEFB's table.
 
 ``python -m nas.evaluate --protocol mefb --data ../shared/data/mefb --models ...`` runs
-:func:`evaluate_folder`; the CLI lives in :mod:`nas.evaluate`, this module holds the protocol.
+:func:`evaluate_folder`. The command's flags are parsed by :mod:`nas.evaluate`
+(:func:`nas.evaluate.build_parser`), its body is :func:`nas.mefb_report.main_folder` (tables,
+figure, files); this module holds the protocol (pairs, metrics, timing).
 
 MEFB's no-reference evaluation on a folder of real pairs (:func:`evaluate_folder`)::
 
@@ -174,6 +176,12 @@ def pair_metrics(
     Source order: MEFB passes (A, B), and so does this; both metrics are symmetric in the
     two sources (MEF-SSIM sums and maxes over them; Q^AB/F is ``sum(Q^AF gA + Q^BF gB) /
     sum(gA + gB)``), so the order does not change the value (the tests check it).
+
+    Sources: ``a`` and ``b`` as read. The folder's pairs carry no reference-frame copy (real
+    misaligned pairs, ``<scene>/A|B``, were not warped by this toolkit), so they are the
+    sources :func:`nas.losses.fusion_sources` gives for them too; on data warped by
+    :mod:`nas.data.misalign` the training loss, validation and ``nas.evaluate`` all score
+    against the reference-frame copy instead.
     """
     from nas.metrics import mef_ssim, psnr, qabf, ssim
 

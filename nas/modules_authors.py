@@ -1,9 +1,10 @@
 """The CRMEF hyper-architecture as the authors' released code builds it (``style: authors``).
 
-Each searchable slot is filled exactly as in the lean style; what differs is the computation
-around the slots (every piece a profiled :class:`~nas.ops.Unit` named ``fixed.authors.*``)
-and the ops themselves (:mod:`nas.ops.authors`). With the published general genotype at
-C = 64 the network has the published 1,879,330 parameters.
+The slots are the lean style's (same names, same place in the data flow, same genotype), but
+both what fills them and what surrounds them differ: the ops are :mod:`nas.ops.authors`'s
+(same registry names, another computation), and the computation around the slots is the
+authors' (every piece a profiled :class:`~nas.ops.Unit` named ``fixed.authors.*``). With
+the published general genotype at C = 64 the network has the published 1,879,330 parameters.
 
 Widths: C is the relighting width (and the alignment width); the detail module of the aligned
 network runs at 2C, the one after alignment at C, as in the authors' code.

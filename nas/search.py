@@ -315,7 +315,7 @@ class SearchTask:
         weights = {s: w.detach() for s, w in self.net.softmax_weights().items()}
         ent = [float(-(w * w.clamp_min(1e-12).log()).sum()) for w in weights.values()]
         row["alpha_entropy"] = sum(ent) / len(ent)
-        g = derive(self.net)
+        g = derive_genotype(self.net, self.cfg.max_skip)  # what genotype.yaml holds
         row["skip_wins"] = sum(get_op_spec(op).parameter_free for _, op in g.ops)
         row["genotype"] = " ".join(op for _, op in g.ops)
         for slot, w in weights.items():

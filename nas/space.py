@@ -66,8 +66,11 @@ class ArchConfig:
     Attributes:
         channels: feature width C of every module.
         cascades: SRSM sub-modules per image (the paper uses 2).
-        relight: ``"multiply"`` (I * L, the paper's Eq. 1) or ``"divide"`` (I / max(L, eps),
-            the Retinex form the detail module uses).
+        relight: how the SRSM applies its illumination map: ``"multiply"`` (I * L, the
+            paper's Eq. 1 and the authors' code) or ``"divide"`` (I / max(L, eps), the
+            Retinex form). It does not change the detail module's head: that divides by its
+            map in the lean style and in the authors' aligned network, while the authors'
+            network after alignment ends in ``sigmoid(conv1x1(input * x))``, no division.
         misaligned: include the deformable alignment module (DASM).
         style: how the modules and ops are built. ``authors``: as the CRMEF authors'
             released code builds them (:mod:`nas.modules_authors`, :mod:`nas.ops.authors`:

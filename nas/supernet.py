@@ -11,14 +11,33 @@ Data flow for a pair (under, over), RGB (B, 3, H, W) in [0, 1]::
     under ─ SRSM ─ SRSM ─┐                      (cascades per image, own weights each)
     over  ─ SRSM ─ SRSM ─┴─ [DASM: pyramid, deformable PCD alignment] ─ DRM ─ fused
 
-SRSM (scene relighting): stem conv3x3 -> slot ``srsm.feat1`` -> max+avg pool (1/2) ->
-slot ``srsm.feat2`` (2C -> C) -> slot ``srsm.conv`` (+ residual) -> upsample, conv3x3, sigmoid
--> 3-channel illumination map L -> ``I * L`` (or ``I / L``, see ``relight`` in the space).
-DASM (misaligned spaces only): shared pyramid features of both relit images, deformable
-alignment of the under features to the over (reference) frame at 1/4, 1/2, 1/1 and a cascade
-(slots ``dasm.*``), ``F_A = A(F_U, F_O) + F_O``.
-DRM (detail repletion): stem -> slots ``drm.0..3`` with residual connections around
-(0, 1) and (2, 3) -> conv3x3, sigmoid -> map L -> ``clamp(base / L, 0, 1)``.
+The modules come in two build styles (``style`` of :class:`~nas.space.ArchConfig`), with the
+same slots in the same places:
+
+* ``lean`` (:mod:`nas.modules`, ops :mod:`nas.ops.conv` / :mod:`nas.ops.deform`; LeakyReLU
+  inside every weighted op, residual ops one convolution plus a skip):
+
+  SRSM (scene relighting): stem conv3x3 -> slot ``srsm.feat1`` -> max+avg pool (1/2) ->
+  slot ``srsm.feat2`` (2C -> C) -> slot ``srsm.conv`` (+ residual) -> upsample, conv3x3,
+  sigmoid -> 3-channel illumination map L -> ``I * L`` (or ``I / L``, see ``relight``).
+  DASM (misaligned spaces only): shared pyramid features of both relit images, deformable
+  alignment of the under features to the over (reference) frame at 1/4, 1/2, 1/1 and a
+  cascade (slots ``dasm.*``), ``F_A = A(F_U, F_O) + F_O``.
+  DRM (detail repletion, width C): stem -> slots ``drm.0..3`` with residual connections
+  around (0, 1) and (2, 3) -> conv3x3, sigmoid -> map L -> ``clamp(base / L, 0, 1)``.
+
+* ``authors`` (the default of the shipped spaces and the published genotypes;
+  :mod:`nas.modules_authors`, ops :mod:`nas.ops.authors`): what the CRMEF authors' released
+  code computes. PReLU instead of LeakyReLU, no activation inside the ops, residual ops
+  ``conv3x3(PReLU(conv_k(x) + x))``, deformable ops starting at offset 0 and mask 0.5. SRSM
+  as above with a PReLU after each slot. DRM of the aligned network at D = 2C with
+  BatchNorm + PReLU after every slot, head ``clamp(s / (sigmoid(conv1x1(x)) + 1e-5), 0, 1)``
+  on ``s = under + over``; the DRM after alignment at width C,
+  ``input = lrelu(aligned) + ref``, head ``sigmoid(conv1x1(input * x))`` (no division).
+  See :mod:`nas.modules_authors`.
+
+With ``head: pyramid`` (:mod:`nas.heads`) the DRM's illumination head is replaced: the
+body's features steer a Laplacian-pyramid blend of the inputs.
 
 The architecture weights of the SRSM slots are shared by all SRSM instances (the genotype has
 one op per slot *position*, as the paper's Fig. 11 and its published genotypes do); every

@@ -33,8 +33,16 @@ from nas.accel import channels_last_for, configure_device, to_memory_format
 from nas.cli import add_training_args, run_config_command
 from nas.config import to_dict
 from nas.engine import Batch, Engine, validation_scores
-from nas.losses import build_loss, build_objective, check_loss_data, loss_for_model, set_loss_epoch
-from nas.models import ModelRefError, build_arch, resolve_model
+from nas.losses import (
+    LossArgumentError,
+    UnknownLossError,
+    build_loss,
+    build_objective,
+    check_loss_data,
+    loss_for_model,
+    set_loss_epoch,
+)
+from nas.models import build_arch, resolve_model
 from nas.runs import RunConfig, RunDir, RunError
 from nas.utils import resolve_device, seed_everything
 
@@ -125,7 +133,10 @@ class TrainTask:
             if self.critic is not None
             else None
         )
-        self.best_psnr = -float("inf")
+        # the best checkpoint's validation score and which metric it is: "val_psnr" (data
+        # with ground truth) or "val_mef_ssim" (real sequences without)
+        self.best_score = -float("inf")
+        self.best_metric: str | None = None
 
     def needs_val_batch(self, epoch: int) -> bool:
         return False
@@ -163,10 +174,12 @@ class TrainTask:
         return row
 
     def after_checkpoint(self, run: RunDir, epoch: int, row: dict[str, Any]) -> None:
+        """Save ``best`` when the validation score beats :attr:`best_score` (PSNR where the
+        data have ground truth, else MEF-SSIM; :attr:`best_metric` names it)."""
         key = "val_psnr" if "val_psnr" in row else "val_mef_ssim"
         score = row.get(key, -float("inf"))
-        if score > self.best_psnr:
-            self.best_psnr = score
+        if score > self.best_score:
+            self.best_score, self.best_metric = score, key
             run.save_checkpoint(
                 {
                     "epoch": epoch,
@@ -185,7 +198,8 @@ class TrainTask:
             "arch": self.arch,
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
-            "best_psnr": self.best_psnr,
+            "best_score": self.best_score,
+            "best_metric": self.best_metric,
         }
         if self.critic is not None:
             state["critic"] = self.critic.state_dict()
@@ -196,7 +210,10 @@ class TrainTask:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
-        self.best_psnr = state["best_psnr"]
+        if "best_score" in state:
+            self.best_score, self.best_metric = state["best_score"], state.get("best_metric")
+        else:  # checkpoints written before the rename: "best_psnr" held either metric
+            self.best_score, self.best_metric = state["best_psnr"], None
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
             self.critic_opt.load_state_dict(state["critic_opt"])
@@ -304,10 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # ConfigError, ModelRefError, GenotypeError, bad data or settings
+    FileNotFoundError,
+    RunError,
+    UnknownLossError,
+    LossArgumentError,
+)
+"""The mistakes of the person running ``python -m nas.train`` (a bad config value or key, a
+missing file, a bad model reference, an existing or missing run folder, an unknown loss or
+loss argument): one line on stderr, exit 2. Anything else (a ``RuntimeError`` from a shape
+mismatch, a stray ``KeyError`` or ``TypeError``) is a bug and keeps its traceback."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    errors = (ValueError, FileNotFoundError, RuntimeError, ModelRefError, KeyError, TypeError)
-    code, path = run_config_command(TrainConfig, PRESETS, run_train, args, errors)
+    code, path = run_config_command(TrainConfig, PRESETS, run_train, args, USER_ERRORS)
     if code:
         return code
     print(f"training finished: {path}")

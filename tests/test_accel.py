@@ -184,4 +184,19 @@ def test_cuda_tiny_search_runs_end_to_end(tmp_path):
     )
     path = run_search(cfg, progress=False)
     g = Genotype.from_yaml(path / "genotype.yaml")
-    assert len(g.ops) == len(load_space("tiny").slots)
+    space = load_space("tiny")
+    assert [s for s, _ in g.ops] == list(space.slots)
+    assert all(op in space.candidates[s] for s, op in g.ops)
+    # the genotype is the derivation of the supernet's final alphas (last checkpoint), as
+    # the metrics' last row and the last per-epoch file say
+    from nas.runs import RunDir
+    from nas.search import derive_genotype
+
+    net = Supernet(space)
+    last = torch.load(path / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    net.load_state_dict(last["task"]["supernet"])
+    assert g == derive_genotype(net, cfg.max_skip)
+    assert RunDir(path, resume=True).read_metrics()[-1]["genotype"] == " ".join(
+        op for _, op in g.ops
+    )
+    assert Genotype.from_yaml(path / "genotypes" / f"epoch_{cfg.epochs:03d}.yaml") == g

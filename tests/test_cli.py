@@ -123,3 +123,16 @@ def test_old_spellings_still_parse():
 
     assert fuse.build_parser().parse_args(["--model", "m", "a", "b", "-o", "f.png"]).out == "f.png"
     assert train.build_parser().parse_args(["--arch", "ffmef"]).arch == "ffmef"
+
+
+@pytest.mark.parametrize("name", ["nas.search", "nas.train"])
+def test_run_folder_goes_under_out(name: str) -> None:
+    """Search and train take ``--out DIR`` (the folder their run folder goes in), with
+    ``--runs-dir`` as its older name; both set the config's ``runs_dir``."""
+    p = parser_of(name)
+    assert p.parse_args(["--out", "a"]).runs_dir == "a"
+    assert p.parse_args(["--runs-dir", "b"]).runs_dir == "b"
+    cls = SearchConfig if name == "nas.search" else importlib.import_module(name).TrainConfig
+    presets = importlib.import_module(name).PRESETS
+    assert resolve(cls, p.parse_args(["--out", "c"]), presets).runs_dir == "c"
+    assert resolve(cls, p.parse_args([]), presets).runs_dir == cls().runs_dir

@@ -441,3 +441,55 @@ def test_auto_uses_torchvision_on_cuda_when_present() -> None:
 
     want = "torchvision" if _torchvision_ops() is not None else "torch"
     assert deform_backend_for("cuda") == want
+
+
+# --- argument checks run before dispatch, on every kernel ---------------------------------
+
+
+class _FakeTorchvisionOps:
+    """Stands in for ``torchvision.ops``: records calls (a bad call must never get here)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def deform_conv2d(self, *args, **kwargs) -> torch.Tensor:
+        self.calls += 1
+        return torch.zeros(1)
+
+
+_BAD_ARGS = [
+    (lambda a: a.update(offset=a["offset"][:, :-1]), "offset"),
+    (lambda a: a.update(offset=a["offset"][:, :, :-1]), "offset"),
+    (lambda a: a.update(mask=a["mask"][:, :-1]), "mask"),
+    (lambda a: a.update(weight=a["weight"][:, :3]), "weight"),
+    (lambda a: a.update(input=a["input"][0]), "input"),
+    (lambda a: a.update(bias=a["bias"][:-1]), "bias"),
+    (lambda a: a.update(stride=0), "stride"),
+    (lambda a: a.update(padding=-1), "padding"),
+    (lambda a: a.update(dilation=(1, 2, 3)), "dilation"),
+]
+
+
+@pytest.mark.parametrize("branch", ["torch", "torchvision", "export"])
+@pytest.mark.parametrize("change,match", _BAD_ARGS)
+def test_bad_arguments_raise_on_every_branch(monkeypatch, branch: str, change, match) -> None:
+    """The same ``ValueError`` whichever kernel would run: the pure path, torchvision's
+    (forced with a stand-in module, which must not be called), or the export kernel (forced
+    by pretending to export)."""
+    fake = _FakeTorchvisionOps()
+    if branch == "torchvision":
+        monkeypatch.setattr(dc, "_TV_OPS", [fake])
+        monkeypatch.setattr(dc, "_backend", "torchvision")
+    elif branch == "export":
+        monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    args = _make(use_mask=True)
+    # the good arguments reach the branch's kernel
+    out = deform_conv2d(**args)
+    if branch == "torchvision":
+        assert fake.calls == 1
+    else:
+        torch.testing.assert_close(out, reference_deform_conv2d(**args))
+    change(args)
+    with pytest.raises(ValueError, match=match):
+        deform_conv2d(**args)
+    assert fake.calls == (1 if branch == "torchvision" else 0)

@@ -341,3 +341,39 @@ def test_eta_benchmark_searches_are_a_sweep_study() -> None:
     bench = load_yaml_config(SearchConfig, root / "search-eta-cpu.yaml")
     for eta in sc.eta:
         assert sc.search_config(eta) == dataclasses.replace(bench, eta=eta, seed=sc.seed)
+
+
+def test_failed_spawned_worker_fails_the_command(tmp_path: Path, table: Path, capfd, monkeypatch):
+    """``--n-workers 2`` whose workers fail fast (their latency table is missing): the
+    command exits 1 and names each failed worker, instead of exiting 0."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.chdir(tmp_path)
+    w = _worker(tmp_path, table, "dead")
+    w[w.index(str(table))] = str(tmp_path / "no-such-table.csv")
+    args = ["--eta", "0", "1", *SEARCH, *w, "--n-workers", "2", "--no-report"]
+    assert sweep.main(args) == 1
+    err = capfd.readouterr().err
+    assert "worker 0 of study dead exited with status 2" in err
+    assert "worker 1 of study dead exited with status 2" in err
+    assert "no-such-table.csv" in err  # the workers' own one-line errors
+
+
+def test_exit_status_names_the_failed_worker(tmp_path: Path, table: Path, capsys, monkeypatch):
+    """One of three spawned workers fails (killed by a signal): exit 1, that worker named."""
+    import nas.sweep.cli
+
+    seen = {}
+
+    def spawn(opts):
+        seen["n"] = opts.n_workers
+        return {0: 0, 1: -9, 2: 0}
+
+    monkeypatch.setattr(nas.sweep.cli, "spawn_workers", spawn)
+    args = ["--eta", "0", *SEARCH, *_worker(tmp_path, table, "sig"), "--n-workers", "3"]
+    assert sweep.main([*args, "--no-report"]) == 1
+    err = capsys.readouterr().err
+    assert seen["n"] == 3 and "worker 1 of study sig exited with status -9" in err
+    assert "worker 0 " not in err and "worker 2 " not in err
+    monkeypatch.setattr(nas.sweep.cli, "spawn_workers", lambda opts: {0: 0, 1: 0, 2: 0})
+    assert sweep.main([*args, "--no-report"]) == 0

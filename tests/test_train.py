@@ -55,16 +55,58 @@ def test_genotype_trains_with_crmef_loss_and_critic(tmp_path: Path) -> None:
     torch.testing.assert_close(trained.model.eval()(u, o), fresh(u, o))
 
 
-@pytest.mark.parametrize("arch", ["ffmef", "hyperp-mb"])
-def test_baseline_trains_with_its_paper_loss(tmp_path: Path, arch: str) -> None:
+@pytest.fixture
+def tasks(monkeypatch) -> list[train.TrainTask]:
+    """The :class:`~nas.train.TrainTask` objects the runs of a test build."""
+    made: list[train.TrainTask] = []
+    original = train.TrainTask.__init__
+
+    def init(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(train.TrainTask, "__init__", init)
+    return made
+
+
+def _logged_loss_is_the_loss(task: train.TrainTask, run: Path) -> None:
+    """The last logged validation loss is the run's loss object on its validation batches
+    with the final weights (what the last epoch's evaluation computed)."""
+    from nas.engine import validation_scores
+
+    logged = RunDir(run, resume=True).read_metrics()[-1]["val_loss"]
+    again = validation_scores(task.model, task.loss, task.eval_batches, torch.device("cpu"))
+    assert logged == pytest.approx(again["val_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "arch,cls", [("ffmef", "FFMEFLoss"), ("hyperp-mb", "HyperPMBLoss")], ids=["ffmef", "hyperp"]
+)
+def test_baseline_trains_with_its_paper_loss(tmp_path: Path, tasks, arch: str, cls: str) -> None:
+    import nas.losses
+
     run = _run(tmp_path, arch, "--arch", arch)
     cfg = RunDir(run, resume=True).load_config()
     assert cfg["loss_name"] == arch and cfg["kind"] == "train"
+    (task,) = tasks
+    assert type(task.loss) is getattr(nas.losses, cls)
+    assert task.critic is None and task.critic_opt is None
+    _logged_loss_is_the_loss(task, run)
 
 
-def test_same_loss_for_every_architecture(tmp_path: Path) -> None:
-    run = _run(tmp_path, "ff-crmef", "--arch", "ffmef", "--loss", "crmef")
+def test_same_loss_for_every_architecture(tmp_path: Path, tasks) -> None:
+    from nas.losses import CRMEFLoss, PatchGANCritic
+
+    run = _run(tmp_path, "ff-crmef", "--arch", "ffmef", "--loss", "crmef", "--set", "beta1=0.5")
     assert RunDir(run, resume=True).load_config()["loss_name"] == "crmef"
+    (task,) = tasks
+    loss = task.loss
+    assert type(loss) is CRMEFLoss and (loss.beta1, loss.beta2) == (0.5, 0.05)
+    assert isinstance(loss.adversarial.critic, PatchGANCritic)
+    assert task.critic is loss.adversarial.critic  # the critic the run trains
+    rows = RunDir(run, resume=True).read_metrics()
+    assert all(r["critic_loss"] != "" for r in rows)
+    _logged_loss_is_the_loss(task, run)
 
 
 def test_mef_cl_without_vgg_weights_says_infonce_is_dropped(tmp_path: Path, capsys) -> None:
@@ -127,3 +169,64 @@ def test_unknown_model_lists_valid_names(tmp_path: Path, capsys) -> None:
     assert "unet-9000" in err and "ffmef" in err and "mef-cl" in err
     with pytest.raises(ModelRefError):
         resolve_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    "extra,expect",
+    [
+        (["--loss", "nope"], "unknown loss 'nope'; valid losses:"),
+        (["--loss", "mef-ssim", "--set", "loss_args={bogus: 1}"], "unknown arguments ['bogus']"),
+        (["--set", "epochz=3"], "epochz"),
+        (["--config", "no-such-config.yaml"], "config file not found"),
+        (["--arch", "unet-9000"], "unet-9000"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path: Path, capsys, extra: list[str], expect: str) -> None:
+    """A mistake of the user (bad loss, loss argument, key, config file, model): exit 2 and
+    one line on stderr, no traceback."""
+    assert train.main([*FAST, "--runs-dir", str(tmp_path), "--arch", "ffmef", *extra]) == 2
+    err = capsys.readouterr().err
+    assert expect in err and err.startswith("error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", [RuntimeError, KeyError, TypeError])
+def test_bugs_keep_their_traceback(tmp_path: Path, monkeypatch, kind: type) -> None:
+    """A RuntimeError / KeyError / TypeError from the code (a bug, not a user error)
+    propagates instead of becoming a one-line exit 2."""
+
+    def broken(*args, **kwargs):
+        raise kind("a bug inside the training code")
+
+    monkeypatch.setattr(train.TrainTask, "train_step", broken)
+    with pytest.raises(kind, match="a bug inside"):
+        train.main([*FAST, "--runs-dir", str(tmp_path), "--arch", "ffmef", "--epochs", "1"])
+
+
+def test_best_score_names_its_metric_and_old_checkpoints_load(tmp_path: Path) -> None:
+    """``TrainTask.best_score`` holds the best validation score and ``best_metric`` which one
+    (``val_psnr`` with ground truth, else ``val_mef_ssim``); a checkpoint written before the
+    rename (``best_psnr``) still resumes."""
+    run = _run(tmp_path, "b", "--arch", "ffmef", "--epochs", "2")
+    # last.pt of epoch 1 is written before that epoch's best check: it holds epoch 0's
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["task"]
+    assert state["best_metric"] == "val_psnr" and "best_psnr" not in state
+    assert state["best_score"] == pytest.approx(
+        RunDir(run, resume=True).read_metrics()[0]["val_psnr"]
+    )
+    # an old checkpoint: the same state under the old key
+    old = {k: v for k, v in state.items() if k not in ("best_score", "best_metric")}
+    old["best_psnr"] = state["best_score"]
+    cfg = train.TrainConfig(device="cpu", epochs=1)
+    model = resolve_model("ffmef").model
+    task = train.TrainTask(model, {"kind": "registry"}, train.make_loss("ffmef", cfg), cfg,
+                           torch.device("cpu"), [])  # fmt: skip
+    task.load_state_dict(old)
+    assert task.best_score == state["best_score"] and task.best_metric is None
+    task.load_state_dict(state)
+    assert task.best_metric == "val_psnr"
+    # without ground truth the score is MEF-SSIM, and so named
+    task.best_score, task.best_metric = -float("inf"), None
+    task.after_checkpoint(RunDir(run, resume=True), 1, {"val_mef_ssim": 0.9})
+    assert (task.best_score, task.best_metric) == (0.9, "val_mef_ssim")
+    assert torch.load(run / "checkpoints" / "best.pt", weights_only=False)["val_mef_ssim"] == 0.9

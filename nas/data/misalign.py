@@ -11,9 +11,12 @@ Conventions:
   reference frame, and so does the ground truth (it was aligned with both inputs, so it
   stays aligned with the unwarped one). ``target="over"`` swaps the roles.
 * ``sample["under_aligned"]`` (``"over_aligned"`` with ``target="over"``) keeps the input
-  before warping, i.e. in the reference frame: a no-reference loss (MEF-SSIM) scores the
-  fused image against it and the unwarped input, since a fusion aligned to the reference
-  cannot also match the warped structure.
+  before warping, i.e. in the reference frame. Everything that scores a fusion against its
+  sources uses it in place of the warped input (:func:`nas.losses.fusion_sources`): the
+  no-reference training loss (MEF-SSIM), the teacher warm-up, the validation of search and
+  training (:func:`nas.engine.validation_scores`) and ``nas.evaluate``'s MEF-SSIM and
+  Q^AB/F (:func:`nas.measure.measure_quality`), since a fusion aligned to the reference
+  cannot also match the warped structure. The network itself gets the warped input.
 * ``sample["homography"]`` (``(3, 3)`` float32) maps pixel coordinates ``(x, y, 1)`` of the
   reference frame to the coordinates of the same scene point in the warped input
   (``warped(H p) = original(p)``). Warping the warped input by ``H^-1`` recovers the

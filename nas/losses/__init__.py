@@ -57,6 +57,8 @@ from nas.losses.no_reference import (
 )
 from nas.losses.registry import (
     LOSSES,
+    LossArgumentError,
+    UnknownLossError,
     build_loss,
     build_objective,
     check_loss_data,
@@ -92,6 +94,8 @@ __all__ = [
     "list_losses",
     "build_loss",
     "build_objective",
+    "UnknownLossError",
+    "LossArgumentError",
     "TeacherWarmup",
     "set_loss_epoch",
     "with_teacher",

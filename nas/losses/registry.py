@@ -17,6 +17,8 @@ from nas.losses.no_reference import MEFSSIMLoss
 from nas.losses.teacher import with_teacher
 
 __all__ = [
+    "LossArgumentError",
+    "UnknownLossError",
     "LOSSES",
     "list_losses",
     "build_loss",
@@ -59,6 +61,17 @@ def check_loss_data(
             raise ValueError(msg) from None
 
 
+class UnknownLossError(KeyError):
+    """:func:`build_loss` was given a name that is not a loss (the message lists them)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class LossArgumentError(TypeError):
+    """:func:`build_loss` was given constructor arguments the loss does not take."""
+
+
 def list_losses() -> list[str]:
     """Names :func:`build_loss` accepts, sorted."""
     return sorted(LOSSES)
@@ -67,16 +80,17 @@ def list_losses() -> list[str]:
 def build_loss(name: str, **kwargs: Any) -> FusionLoss:
     """Build loss ``name`` with constructor arguments ``kwargs`` (e.g. a YAML mapping).
 
-    Unknown names raise ``KeyError`` and unknown arguments ``TypeError``, each listing the
-    valid ones.
+    Unknown names raise :class:`UnknownLossError` (a ``KeyError``) and unknown arguments
+    :class:`LossArgumentError` (a ``TypeError``), each listing the valid ones.
     """
     if name not in LOSSES:
-        raise KeyError(f"unknown loss {name!r}; valid losses: {', '.join(list_losses())}")
+        msg = f"unknown loss {name!r}; valid losses: {', '.join(list_losses())}"
+        raise UnknownLossError(msg)
     cls = LOSSES[name]
     valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise TypeError(f"loss {name!r}: unknown arguments {unknown}; valid: {valid}")
+        raise LossArgumentError(f"loss {name!r}: unknown arguments {unknown}; valid: {valid}")
     return cls(**kwargs)
 
 

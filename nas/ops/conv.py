@@ -1,9 +1,15 @@
-"""Convolutional candidate ops: plain, dilated, residual, residual-dilated, skip.
+"""Convolutional candidate ops of the lean style (``style: lean``): plain, dilated, residual,
+residual-dilated, skip.
 
 Every op maps ``(B, C_in, H, W) -> (B, C_out, ceil(H/stride), ceil(W/stride))`` with "same"
 padding, so any op can stand in any slot of the same width. Each weighted op ends in
 LeakyReLU(0.1), like DARTS' ops carry their own nonlinearity, so the profiled op is exactly
-the computation the network runs.
+the computation the network runs; a residual op is one convolution plus a skip,
+``shortcut(x) + act(conv_k(x))``.
+
+The authors' style (``style: authors``, the default of the shipped spaces) builds the same
+names differently (:mod:`nas.ops.authors`: no activation inside the op, residual ops
+``conv3x3(PReLU(conv_k(x) + x))`` with stride 1 only); ``skip`` is this module's in both.
 """
 
 from __future__ import annotations

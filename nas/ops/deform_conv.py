@@ -5,7 +5,8 @@ signature, argument semantics, offset / mask layout and boundary handling, but b
 from ordinary differentiable torch ops, so it runs wherever torch runs (CPU, CUDA, ...),
 needs no compiled extension, and autograd provides gradients w.r.t. every tensor argument.
 Where torchvision imports, CUDA tensors go to its compiled kernel instead (see
-:data:`BACKENDS`; the two agree to float precision).
+:data:`BACKENDS`; the two agree to float precision); while exporting, a third kernel runs,
+:func:`deform_conv2d_grid_sample`. Arguments are validated before any of them runs.
 
 Layout (identical to torchvision)
 ---------------------------------
@@ -89,7 +90,10 @@ BACKENDS: tuple[str, ...] = ("auto", "torch", "torchvision")
 for CUDA tensors when torchvision imports, this module's pure-PyTorch path otherwise;
 ``torch``: always the pure path; ``torchvision``: always torchvision's (an error when it does
 not import). Set with the ``NAS_DEFORM_BACKEND`` environment variable or
-:func:`deform_backend`. Exporting (torch.export / ONNX tracing) always uses the pure path."""
+:func:`deform_backend`. Exporting (torch.export / ONNX tracing) ignores this setting and
+always runs a third kernel, :func:`deform_conv2d_grid_sample` (one ``F.grid_sample`` per
+offset group; no Python loops over sizes). Every kernel gets the same arguments, validated
+once before dispatch."""
 _backend = os.environ.get("NAS_DEFORM_BACKEND", "auto")
 _TV_OPS: list[Any] = []  # [module or None], filled on first use
 
@@ -160,41 +164,24 @@ def _shape(t: Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
-def deform_conv2d(
+def _check_args(
     input: Tensor,
     offset: Tensor,
     weight: Tensor,
-    bias: Tensor | None = None,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
-    mask: Tensor | None = None,
-) -> Tensor:
-    """Deformable 2-D convolution, compatible with ``torchvision.ops.deform_conv2d``.
+    bias: Tensor | None,
+    stride: int | tuple[int, int],
+    padding: int | tuple[int, int],
+    dilation: int | tuple[int, int],
+    mask: Tensor | None,
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int, int, int, int]:
+    """Validate :func:`deform_conv2d`'s arguments (every backend, before dispatch).
 
-    Args:
-        input: ``(B, C_in, H, W)``.
-        offset: ``(B, 2 * og * kh * kw, H_out, W_out)``; channel ``2m`` is ``dy`` and
-            ``2m + 1`` is ``dx`` for ``m = g * kh * kw + i * kw + j``.
-        weight: ``(C_out, C_in // groups, kh, kw)``.
-        bias: ``(C_out,)`` or ``None``.
-        stride, padding, dilation: int or ``(h, w)``.
-        mask: ``(B, og * kh * kw, H_out, W_out)`` modulation scalars (DCNv2) or ``None``.
+    Raises ``ValueError`` naming the argument and the shapes involved.
 
     Returns:
-        ``(B, C_out, H_out, W_out)`` with ``H_out = (H + 2 pad_h - dil_h (kh - 1) - 1) //
-        stride_h + 1`` (same for ``W_out``).
+        ``(stride, padding, dilation, offset_groups, groups, H_out, W_out)`` with the three
+        pairs as ``(h, w)`` ints.
     """
-    if torch.compiler.is_exporting() or torch.jit.is_tracing():
-        # torch.export / ONNX tracing would specialise the loops below to the example's shapes
-        return deform_conv2d_grid_sample(
-            input, offset, weight, bias, stride, padding, dilation, mask
-        )
-    if deform_backend_for(input.device) == "torchvision":
-        return _torchvision_ops().deform_conv2d(
-            input, offset, weight, bias, _pair(stride, "stride"), _pair(padding, "padding"),
-            _pair(dilation, "dilation"), mask,
-        )  # fmt: skip
     sh, sw = _pair(stride, "stride")
     ph, pw = _pair(padding, "padding")
     dh, dw = _pair(dilation, "dilation")
@@ -204,7 +191,6 @@ def deform_conv2d(
         raise ValueError(f"dilation must be positive, got {(dh, dw)}")
     if ph < 0 or pw < 0:
         raise ValueError(f"padding must be non-negative, got {(ph, pw)}")
-
     if input.dim() != 4:
         raise ValueError(f"input must be 4-D (B, C_in, H, W), got shape {_shape(input)}")
     if weight.dim() != 4:
@@ -263,6 +249,46 @@ def deform_conv2d(
     if bias is not None and _shape(bias) != (C_out,):
         raise ValueError(f"bias shape {_shape(bias)} does not match expected ({C_out},)")
 
+    return (sh, sw), (ph, pw), (dh, dw), og, groups, H_out, W_out
+
+
+def deform_conv2d(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Deformable 2-D convolution, compatible with ``torchvision.ops.deform_conv2d``.
+
+    Args:
+        input: ``(B, C_in, H, W)``.
+        offset: ``(B, 2 * og * kh * kw, H_out, W_out)``; channel ``2m`` is ``dy`` and
+            ``2m + 1`` is ``dx`` for ``m = g * kh * kw + i * kw + j``.
+        weight: ``(C_out, C_in // groups, kh, kw)``.
+        bias: ``(C_out,)`` or ``None``.
+        stride, padding, dilation: int or ``(h, w)``.
+        mask: ``(B, og * kh * kw, H_out, W_out)`` modulation scalars (DCNv2) or ``None``.
+
+    Returns:
+        ``(B, C_out, H_out, W_out)`` with ``H_out = (H + 2 pad_h - dil_h (kh - 1) - 1) //
+        stride_h + 1`` (same for ``W_out``).
+    """
+    (sh, sw), (ph, pw), (dh, dw), og, groups, H_out, W_out = _check_args(
+        input, offset, weight, bias, stride, padding, dilation, mask
+    )
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():
+        # torch.export / ONNX tracing would specialise the loops below to the example's shapes
+        return deform_conv2d_grid_sample(
+            input, offset, weight, bias, (sh, sw), (ph, pw), (dh, dw), mask
+        )
+    if deform_backend_for(input.device) == "torchvision":
+        return _torchvision_ops().deform_conv2d(
+            input, offset, weight, bias, (sh, sw), (ph, pw), (dh, dw), mask
+        )
     return _deform_conv2d_impl(
         input, offset, weight, bias, mask, (sh, sw), (ph, pw), (dh, dw), og, groups, H_out, W_out
     )

@@ -1,12 +1,18 @@
-"""The ops registry: one table ``name -> constructor(C_in, C_out, stride=1)``.
+"""The ops registry: one table ``name -> OpSpec``, each with up to two constructors
+``(C_in, C_out, stride=1)``, one per build style.
 
-Every candidate operation of every search space is built here, in the supernet, in the
-derived networks and in the latency profiler, so a latency-table entry and a network layer
-are the same module measured and used.
+Every candidate operation of every search space is built here (:func:`create_op`), in the
+supernet, in the derived networks and in the latency profiler, so a latency-table entry and
+a network layer are the same module measured and used.
 
-The table follows DARTS' ``OPS`` dict (one signature for every constructor), with a small
-:class:`OpSpec` beside each entry that says what the op is (family, kernel, dilation) so that
-code can reason about ops without parsing names.
+The table follows DARTS' ``OPS`` dict (one signature for every constructor). Each entry's
+:class:`OpSpec` says what the op is (family, kernel, dilation) so that code can reason about
+ops without parsing names, and holds the constructor of each style: ``factory`` for
+``style="lean"`` (:mod:`nas.ops.conv`, :mod:`nas.ops.deform`) and ``authors_factory`` for
+``style="authors"`` (:mod:`nas.ops.authors`, what the CRMEF authors' released code computes
+for that name; the default style of the shipped spaces and published genotypes). The same
+name is a different computation, with a different latency-table name
+(``authors.<name>``), in each style; ``skip`` is shared.
 """
 
 from __future__ import annotations

@@ -231,6 +231,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; the exit status is 0 when every trial of this process (or every
+    spawned worker, ``--n-workers K``) succeeded, 1 when one failed (named on stderr), 2 for
+    a usage error."""
     args = build_parser().parse_args(argv)
     if args.command == "plot":
         return _plot(args)
@@ -269,11 +272,16 @@ def main(argv: list[str] | None = None) -> int:
                 name, storage, None if joining else given, args.n_trials, args.worker_index
             )
         print(f"study {name} on {url}: {yaml.safe_dump(to_dict(sc), sort_keys=False)}", end="")
-        failed: list[int] = []
+        failed: list[int] = []  # trial numbers (one worker) or worker indices (spawned)
         if opts.n_workers > 1:
-            code = spawn_workers(opts)
-            if code:
-                print(f"a worker exited with status {code}", file=sys.stderr)
+            codes = spawn_workers(opts)
+            failed = sorted(i for i, c in codes.items() if c != 0)
+            for i in failed:
+                print(
+                    f"worker {i} of study {name} exited with status {codes[i]} (see its "
+                    "output above; re-run the command to retry)",
+                    file=sys.stderr,
+                )
         else:
             result = run_worker(study, sc, opts)
             failed = result["failed"]

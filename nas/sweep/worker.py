@@ -182,8 +182,13 @@ def _collect(out: list[FrozenTrial]) -> Callable[[optuna.Study, FrozenTrial], No
     return callback
 
 
-def spawn_workers(opts: WorkerOptions, extra: Sequence[str] = ()) -> int:
-    """Start ``opts.n_workers`` local worker processes on the study; wait; worst exit code."""
+def spawn_workers(opts: WorkerOptions, extra: Sequence[str] = ()) -> dict[int, int]:
+    """Start ``opts.n_workers`` local worker processes on the study and wait for all.
+
+    Returns:
+        ``{worker index: exit status}`` of every worker (``--worker-index`` numbering; a
+        negative status is the signal that ended it).
+    """
     procs = []
     for i in range(opts.n_workers):
         argv = [
@@ -222,5 +227,4 @@ def spawn_workers(opts: WorkerOptions, extra: Sequence[str] = ()) -> int:
         if opts.time_budget is not None:
             argv += ["--time-budget", str(opts.time_budget)]
         procs.append(subprocess.Popen(argv))
-    codes = [p.wait() for p in procs]
-    return max(codes) if codes else 0
+    return {opts.worker_index + i: p.wait() for i, p in enumerate(procs)}
