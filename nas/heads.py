@@ -22,7 +22,22 @@ image itself. Its last features steer a classical, well-behaved fusion instead::
   and the blend that keeps full-resolution detail costs a few dozen milliseconds. The body's
   cost then shrinks with the square of the scale.
 
-Both modules are profiled :class:`~nas.ops.Unit`\\ s whose latency-table key carries the
+``head: fast`` (:class:`FastHead`) is the same blend made cheap, for the fast region of a
+search: the whole Laplacian pyramid is built at the body's scale, and full resolution only
+sees two bilinear upsamplings and a per-pixel blend (the two-band form of MEFNet's and
+HDRNet's low-resolution-weights idea)::
+
+    under_lo, over_lo (B, 3, H/s, W/s), their level weights w_l (as above, from F)
+    low   = laplacian_blend(under_lo, over_lo; w_l)                 (B, 3, H/s, W/s)
+    w0    = w_0[:, under]                                           (B, 1, H/s, W/s)
+    fused = over + up(w0) * (under - over) + up(low - (over_lo + w0 * (under_lo - over_lo)))
+
+The first two terms carry each exposure's full-resolution detail with the finest weights;
+the upsampled residual puts back what the low-resolution pyramid blend adds to a plain
+weighted mean (its coarse bands). At scale 1 it *is* the pyramid head; with zero correction
+at scale 4 it scores as Mertens does and takes a fraction of its time.
+
+All three modules are profiled :class:`~nas.ops.Unit`\\ s whose latency-table key carries the
 full-resolution input size (their first argument) and the scale in the op name.
 """
 
@@ -35,7 +50,7 @@ from torch import Tensor, nn
 from nas.ops.unit import Unit
 from nas.pyramid import gaussian_pyramid, laplacian_blend, max_levels, mertens_log_weights
 
-__all__ = ["CORRECTED_LEVELS", "Downsample", "PyramidHead"]
+__all__ = ["CORRECTED_LEVELS", "Downsample", "FastHead", "PyramidHead"]
 
 CORRECTED_LEVELS = 6
 """Pyramid levels with a correction map of their own (finest first); coarser levels share
@@ -104,3 +119,31 @@ class PyramidHead(Unit):
     def forward(self, under: Tensor, over: Tensor, feat: Tensor) -> Tensor:
         weights = self.level_weights(under, over, feat)
         return laplacian_blend([under, over], weights, len(weights) - 1).clamp(0.0, 1.0)
+
+
+class FastHead(PyramidHead):
+    """Two-band Mertens-initialised fusion: the pyramid blend at the body's scale, detail at
+    full resolution (see the module docstring).
+
+    ``forward(under, over, feat, under_lo, over_lo)``: under, over (B, 3, H, W) in [0, 1];
+    feat (B, D, h, w), the body's features at its processing size; under_lo, over_lo
+    (B, 3, h', w'), the pair at the body's input size (what :class:`Downsample` gave it)
+    -> fused (B, 3, H, W) in [0, 1].
+    """
+
+    def __init__(self, D: int, scale: int = 1, levels: int = CORRECTED_LEVELS) -> None:
+        super().__init__(D, scale, levels)
+        self.op_name = f"fixed.fast_head_x{int(scale)}"
+
+    def forward(  # type: ignore[override]
+        self, under: Tensor, over: Tensor, feat: Tensor, under_lo: Tensor, over_lo: Tensor
+    ) -> Tensor:
+        weights = self.level_weights(under_lo, over_lo, feat)
+        low = laplacian_blend([under_lo, over_lo], weights, len(weights) - 1)
+        w0 = weights[0][:, :1]
+        residual = low - (over_lo + w0 * (under_lo - over_lo))
+        size = under.shape[-2:]
+        if size != under_lo.shape[-2:]:
+            w0 = F.interpolate(w0, size=size, mode="bilinear", align_corners=False)
+            residual = F.interpolate(residual, size=size, mode="bilinear", align_corners=False)
+        return (over + w0 * (under - over) + residual).clamp(0.0, 1.0)

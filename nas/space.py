@@ -38,8 +38,8 @@ DRM_SLOTS: tuple[str, ...] = ("drm.0", "drm.1", "drm.2", "drm.3")
 """Detail repletion: four ops with residual connections around pairs."""
 
 RELIGHT_MODES = ("multiply", "divide")
-HEADS = ("crmef", "pyramid")
-SCALES = (1, 2, 4, 8)
+HEADS = ("crmef", "pyramid", "fast")
+SCALES = (1, 2, 4, 8, 16)
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 """The shipped spaces: package data (``nas/spaces/*.yaml``), found the same way from a source
 checkout and from an installed wheel."""
@@ -82,11 +82,16 @@ class ArchConfig:
             illumination head. ``pyramid``: the detail module's features predict a
             correction of Mertens' weight map per exposure and pyramid level, and the output
             is a Laplacian-pyramid blend of the input exposures (:class:`nas.heads.PyramidHead`;
-            with a zero correction, exactly OpenCV's Mertens fusion).
+            with a zero correction, exactly OpenCV's Mertens fusion). ``fast``: the same
+            blend built at the body's scale, with full-resolution detail added back by a
+            per-pixel blend of the inputs under the upsampled finest weights
+            (:class:`nas.heads.FastHead`); its full-resolution cost is two bilinear
+            upsamplings.
         scale: processing scale of the network body (SRSM, DASM, DRM) for the ``pyramid``
-            head: the body sees the pair downsampled by 1, 2, 4 or 8 and its weight
-            corrections are upsampled to every pyramid level; the blend itself is at full
-            resolution. The ``crmef`` head needs 1.
+            and ``fast`` heads: the body sees the pair downsampled by 1, 2, 4, 8 or 16 and its
+            weight corrections are upsampled to every pyramid level (``pyramid``: the blend
+            itself is at full resolution; ``fast``: at the body's scale). The ``crmef`` head
+            needs 1.
     """
 
     channels: int = 32
@@ -128,9 +133,9 @@ class ArchConfig:
             raise SpaceError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.scale not in SCALES:
             raise SpaceError(f"scale must be one of {SCALES}, got {self.scale!r}")
-        if self.scale != 1 and self.head != "pyramid":
+        if self.scale != 1 and self.head == "crmef":
             raise SpaceError(
-                f"scale {self.scale} needs head: pyramid (the crmef head is full-size)"
+                f"scale {self.scale} needs head: pyramid or fast (the crmef head is full-size)"
             )
 
     @property

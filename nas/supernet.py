@@ -36,8 +36,9 @@ same slots in the same places:
   ``input = lrelu(aligned) + ref``, head ``sigmoid(conv1x1(input * x))`` (no division).
   See :mod:`nas.modules_authors`.
 
-With ``head: pyramid`` (:mod:`nas.heads`) the DRM's illumination head is replaced: the
-body's features steer a Laplacian-pyramid blend of the inputs.
+With ``head: pyramid`` or ``head: fast`` (:mod:`nas.heads`) the DRM's illumination head is
+replaced: the body's features steer a Laplacian-pyramid blend of the inputs (``fast``: the
+pyramid at the body's scale, full-resolution detail added back).
 
 The architecture weights of the SRSM slots are shared by all SRSM instances (the genotype has
 one op per slot *position*, as the paper's Fig. 11 and its published genotypes do); every
@@ -52,7 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nas.heads import Downsample, PyramidHead
+from nas.heads import Downsample, FastHead, PyramidHead
 from nas.modules import (
     DASMMerge,
     DASMOffset,
@@ -191,9 +192,9 @@ class CRMEFNet(nn.Module):
         # head: pyramid -- the body steers a Mertens-initialised pyramid blend (nas.heads)
         self.down = Downsample(arch.scale) if arch.scale > 1 else None
         self.head = None
-        if arch.head == "pyramid":
+        if arch.head in ("pyramid", "fast"):
             D = drm.out_channels_of(C, arch.misaligned)
-            self.head = PyramidHead(D, arch.scale)
+            self.head = (PyramidHead if arch.head == "pyramid" else FastHead)(D, arch.scale)
             self.drm.head = None  # the illumination head is replaced, not computed
 
     def forward(self, under: Tensor, over: Tensor) -> Tensor:
@@ -202,13 +203,17 @@ class CRMEFNet(nn.Module):
         x_under, x_over = under, over
         if self.down is not None:
             under, over = self.down(under, over)
+        lo_under, lo_over = under, over
         for su, so in zip(self.srsm_under, self.srsm_over):
             under, over = su(under), so(over)
         if self.dasm is not None:
             under, over = self.dasm(under, over)
         if self.head is None:
             return self.drm(under, over)
-        return self.head(x_under, x_over, self.drm.features(under, over))
+        feat = self.drm.features(under, over)
+        if isinstance(self.head, FastHead):
+            return self.head(x_under, x_over, feat, lo_under, lo_over)
+        return self.head(x_under, x_over, feat)
 
 
 class MixedOp(nn.Module):

@@ -17,6 +17,7 @@ from nas.pyramid import (
     laplacian_pyramid,
     max_levels,
     mertens_fuse,
+    mertens_log_weights,
     mertens_quality,
     pyr_down,
     pyr_up,
@@ -88,9 +89,48 @@ def test_pyramid_head_starts_as_mertens_and_learns(scale: int) -> None:
     assert net.drm.head is None  # the illumination head is not built into the count
 
 
+def _fast_net(scale: int, C: int = 8) -> torch.nn.Module:
+    space = load_space("crmef-pyramid").with_channels(C)
+    arch = dataclasses.replace(space.arch, head="fast", scale=scale)
+    return build(derive(Supernet(dataclasses.replace(space, arch=arch)))).eval()
+
+
+def _two_band_by_hand(u: torch.Tensor, o: torch.Tensor, s: int) -> torch.Tensor:
+    """The fast head with zero correction, restated: Mertens at 1/s, detail at full size."""
+    ul, ol = (torch.nn.functional.avg_pool2d(x, s, s, ceil_mode=True) for x in (u, o))
+    w = torch.softmax(mertens_log_weights([ul, ol]), dim=1)
+    low = mertens_fuse([ul, ol])
+    size = u.shape[-2:]
+
+    def up(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, size=size, mode="bilinear")
+
+    blend_lo = w[:, :1] * ul + w[:, 1:] * ol
+    return (up(w[:, :1]) * u + (1 - up(w[:, :1])) * o + up(low - blend_lo)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_fast_head_starts_as_two_band_mertens(scale: int) -> None:
+    u, o = _pair(64, 96)
+    net = _fast_net(scale)
+    with torch.no_grad():
+        torch.testing.assert_close(net(u, o), _two_band_by_hand(u, o, scale), rtol=0, atol=1e-5)
+    assert net.head.op_name == f"fixed.fast_head_x{scale}"
+    net.train()
+    loss = build_loss("mef-ssim", mean_weight=0.0, chroma_weight=0.0)
+    loss(net(u, o), {"under": u, "over": o}).backward()
+    assert net.head.correction.weight.grad.abs().sum() > 0
+
+
+def test_fast_head_at_scale_one_is_the_pyramid_head() -> None:
+    u, o = _pair()
+    with torch.no_grad():
+        torch.testing.assert_close(_fast_net(1)(u, o), mertens_fuse([u, o]), rtol=0, atol=1e-5)
+
+
 def test_pyramid_scale_needs_the_pyramid_head() -> None:
     arch = load_space("crmef").arch
-    with pytest.raises(SpaceError, match="needs head: pyramid"):
+    with pytest.raises(SpaceError, match="needs head: pyramid or fast"):
         dataclasses.replace(arch, scale=2)
     with pytest.raises(SpaceError, match="head must be one of"):
         dataclasses.replace(arch, head="unet")
