@@ -174,12 +174,12 @@ def build(genotype: Genotype) -> CRMEFNet:
 
 
 def derive(supernet: Supernet) -> Genotype:
-    """Argmax of alpha per slot."""
+    """Argmax of alpha per slot (and per choice, for a space with ``choices``)."""
     space = supernet.space
     ops = tuple(
         (s, space.candidates[s][int(torch.argmax(supernet.alpha(s)).item())]) for s in space.slots
     )
-    return Genotype(space.name, space.arch, ops)
+    return Genotype(space.name, supernet.derived_arch(), ops)
 
 
 def extract(supernet: Supernet, genotype: Genotype | None = None) -> CRMEFNet:
@@ -189,6 +189,8 @@ def extract(supernet: Supernet, genotype: Genotype | None = None) -> CRMEFNet:
     supernet and the returned network compute the same function.
     """
     genotype = genotype or derive(supernet)
+    if hasattr(supernet, "variant"):  # a ChoiceSupernet: the chosen variant's weights
+        supernet = supernet.variant(genotype.arch)
     net = build(genotype)
     src = supernet.state_dict()
     prefix_map: dict[str, str] = {}

@@ -24,6 +24,11 @@ paper reports (0.5 "Ours", 1 "Ours*", with its GPU table at batch 16 and 128 x 1
 same eta is a different trade-off on another device or input size, and on a slow device
 any eta > 0 outweighs the loss (use ``normalised`` there).
 
+``latency_penalty: log`` grades by ratios (``log(E[LAT] / T_ref)``, FBNet / ProxylessNAS):
+use it when the space spans orders of magnitude (spaces with a searched processing scale).
+``abs`` (TuNAS) and ``hinge`` take a target ``target_ms`` (``--target-ms``): ``abs`` lands
+the net at the target, ``hinge`` only keeps it under.
+
 Latency is predicted at ``latency_input`` (``--latency-input H W``, e.g. the deployment size
 1024 768; default: the training crop). When this device's table lacks rows for it, they are
 profiled first (``auto_profile``, ``--no-auto-profile`` to refuse; see
@@ -63,7 +68,7 @@ from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
 from nas.runs import Run, RunConfig, RunDir, RunError
 from nas.space import SearchSpace, load_space
-from nas.supernet import Supernet
+from nas.supernet import Supernet, make_supernet
 from nas.utils import (
     atomic_torch_save,
     atomic_write_text,
@@ -87,6 +92,7 @@ class SearchConfig(RunConfig):
     auto_profile: bool = True
     eta: float = 0.5
     latency_penalty: str = "normalised"
+    target_ms: float | None = None
     latency_scale: str = "loss"
     loss: str = "l1"
     warmup_epochs: int = 10
@@ -112,11 +118,15 @@ class SearchConfig(RunConfig):
             raise ValueError(f"latency_scale must be 'loss' or 'none', got {self.latency_scale!r}")
         if self.eta < 0:
             raise ValueError(f"eta must be >= 0, got {self.eta}")
-        from nas.latency.predict import PENALTY_FORMS
+        from nas.latency.predict import PENALTY_FORMS, TARGET_FORMS
 
         if self.latency_penalty not in PENALTY_FORMS:
             raise ValueError(
                 f"latency_penalty must be one of {PENALTY_FORMS}, got {self.latency_penalty!r}"
+            )
+        if self.latency_penalty in TARGET_FORMS and not (self.target_ms or 0) > 0:
+            raise ValueError(
+                f"latency_penalty {self.latency_penalty!r} needs target_ms > 0 (--target-ms)"
             )
         if self.latency_input is not None:
             try:
@@ -392,7 +402,7 @@ def load_search_run(path: str | Path) -> tuple[Run, Supernet]:
     ckpt = RunDir(run.path, resume=True).load_checkpoint("last")
     if ckpt is None:
         raise RunError(f"{run.path} has no checkpoint yet (checkpoints/last.pt)")
-    net = Supernet(space)
+    net = make_supernet(space)
     net.load_state_dict(ckpt["task"]["supernet"])
     return run, net
 
@@ -495,7 +505,9 @@ def make_penalty(cfg: SearchConfig, supernet: Supernet, device: torch.device) ->
     from nas.latency import LatencyPenalty
 
     table = load_search_table(cfg, device, supernet.space)
-    return LatencyPenalty(supernet, table, latency_size(cfg), form=cfg.latency_penalty)
+    return LatencyPenalty(
+        supernet, table, latency_size(cfg), form=cfg.latency_penalty, target_ms=cfg.target_ms
+    )
 
 
 def run_search(cfg: SearchConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -510,7 +522,7 @@ def run_search(cfg: SearchConfig, resume: bool = False, progress: bool = True) -
         run.save_config({**to_dict(cfg), "run_name": name, "kind": "search"})
         (run.path / "space.yaml").write_text(_yaml(space.to_dict()))
     seed_everything(cfg.seed)
-    supernet = Supernet(space)
+    supernet = make_supernet(space)
     penalty = make_penalty(cfg, supernet, device)
     mis = space.arch.misaligned
     data_kw = dict(length=cfg.samples_per_epoch, max_side=cfg.max_side, cache=cfg.cache)
@@ -575,10 +587,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--latency-penalty",
         dest="latency_penalty",
-        choices=["normalised", "paper"],
+        choices=["normalised", "paper", "log", "abs", "hinge"],
         help="'paper': eta x alpha-weighted slot latencies in ms (the paper's Eq. 5-6, whose "
         "eta values 0.5/1 it reports); 'normalised' (default): eta x L_ref x E[LAT]/E_uniform"
-        "[LAT], the same trade-off on every device",
+        "[LAT], the same trade-off on every device; 'log': eta x L_ref x log(E[LAT]/T_ref) "
+        "(FBNet/ProxylessNAS, relative); 'abs': eta x L_ref x |E[LAT]/T0 - 1| (TuNAS) and "
+        "'hinge': eta x L_ref x max(0, E[LAT]/T0 - 1), both around --target-ms T0",
+    )
+    p.add_argument(
+        "--target-ms",
+        dest="target_ms",
+        type=float,
+        help="target latency T0 in ms of the abs and hinge penalties (and the log's reference)",
     )
     p.add_argument(
         "--no-auto-profile",

@@ -21,8 +21,9 @@ choices.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ DRM_SLOTS: tuple[str, ...] = ("drm.0", "drm.1", "drm.2", "drm.3")
 RELIGHT_MODES = ("multiply", "divide")
 HEADS = ("crmef", "pyramid", "fast")
 SCALES = (1, 2, 4, 8, 16)
+CHOOSABLE = ("scale", "channels", "head")
+"""The :class:`ArchConfig` fields a space may search (its ``choices``), in variant order."""
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 """The shipped spaces: package data (``nas/spaces/*.yaml``), found the same way from a source
 checkout and from an installed wheel."""
@@ -145,16 +148,49 @@ class ArchConfig:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A validated search space: architecture options and candidate ops per slot."""
+    """A validated search space: architecture options and candidate ops per slot.
+
+    ``choices`` (optional) makes whole-network options searched too, as FBNetV2 and
+    Once-for-All search input resolution and width: ``{"scale": (2, 4, 8), "channels": (8,
+    16)}`` (fields of :data:`CHOOSABLE`). Every combination is a *variant*, a plain space of
+    its own (:meth:`variants`); ``arch`` holds the first value of each choice. The supernet of
+    such a space (:class:`nas.supernet.ChoiceSupernet`) mixes its variants' outputs.
+    """
 
     name: str
     arch: ArchConfig
     candidates: Mapping[str, tuple[str, ...]]
     description: str = ""
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
 
     @property
     def slots(self) -> tuple[str, ...]:
         return self.arch.slots
+
+    def variants(self) -> list[tuple[dict[str, Any], SearchSpace]]:
+        """``(assignment, plain space)`` of every combination of the choices (product in
+        :data:`CHOOSABLE` order); one ``({}, self)`` for a space without choices."""
+        if not self.choices:
+            return [({}, self)]
+        names = [k for k in CHOOSABLE if k in self.choices]
+        out = []
+        for values in itertools.product(*(self.choices[k] for k in names)):
+            a = dict(zip(names, values))
+            arch = dataclasses.replace(self.arch, **a)
+            out.append((a, dataclasses.replace(self, arch=arch, choices={})))
+        return out
+
+    def expand(self, channels: Iterable[int] = ()) -> list[SearchSpace]:
+        """The plain spaces to profile: every variant, each at every width of ``channels``
+        unless the space searches the width itself (then at its own widths)."""
+        widths = [int(c) for c in channels]
+        out = []
+        for _, v in self.variants():
+            if widths and "channels" not in self.choices:
+                out.extend(v.with_channels(c) for c in widths)
+            else:
+                out.append(v)
+        return out
 
     def with_channels(self, channels: int) -> SearchSpace:
         """The same space at another width."""
@@ -165,6 +201,7 @@ class SearchSpace:
             "name": self.name,
             "description": self.description,
             **dataclasses.asdict(self.arch),
+            **({"choices": {k: list(v) for k, v in self.choices.items()}} if self.choices else {}),
             "slots": {s: list(self.candidates[s]) for s in self.slots},
         }
 
@@ -175,7 +212,12 @@ class SearchSpace:
             raise SpaceError(
                 f"{source}: expected a mapping at top level, got {type(data).__name__}"
             )
-        arch = ArchConfig.parse(data, {"name", "description", "slots"}, source, SpaceError)
+        arch = ArchConfig.parse(
+            data, {"name", "description", "slots", "choices"}, source, SpaceError
+        )
+        choices = _parse_choices(data.get("choices"), arch, source)
+        if choices:
+            arch = dataclasses.replace(arch, **{k: v[0] for k, v in choices.items()})
         if "name" not in data or "slots" not in data:
             raise SpaceError(f"{source}: 'name' and 'slots' are required")
         slots = data["slots"]
@@ -208,7 +250,7 @@ class SearchSpace:
                         f"{source}: slot {slot!r}: unknown op {op!r}; valid ops: {list_ops()}"
                     ) from None
             candidates[slot] = tuple(ops)
-        return cls(str(data["name"]), arch, candidates, str(data.get("description", "")))
+        return cls(str(data["name"]), arch, candidates, str(data.get("description", "")), choices)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
@@ -226,6 +268,33 @@ class SearchSpace:
         except yaml.YAMLError as e:
             raise SpaceError(f"{p}: not valid YAML: {e}") from None
         return cls.from_dict(data, source=str(p))
+
+
+def _parse_choices(raw: Any, arch: ArchConfig, source: str) -> dict[str, tuple[Any, ...]]:
+    """Validate a space's ``choices`` mapping; every combination must be a valid arch."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise SpaceError(f"{source}: 'choices' must map {list(CHOOSABLE)} to lists of values")
+    out: dict[str, tuple[Any, ...]] = {}
+    for k in CHOOSABLE:
+        if k not in raw:
+            continue
+        v = raw[k]
+        if not isinstance(v, list) or not v or len(set(v)) != len(v):
+            raise SpaceError(f"{source}: choices.{k} must be a non-empty list without repeats")
+        out[k] = tuple(v)
+    unknown = sorted(set(raw) - set(CHOOSABLE))
+    if unknown:
+        raise SpaceError(
+            f"{source}: choices: unknown key(s) {unknown}; searchable: {list(CHOOSABLE)}"
+        )
+    for values in itertools.product(*out.values()):
+        try:
+            dataclasses.replace(arch, **dict(zip(out, values)))
+        except SpaceError as e:
+            raise SpaceError(f"{source}: choices: {e}") from None
+    return out
 
 
 def load_space(path_or_name: str | Path | SearchSpace) -> SearchSpace:

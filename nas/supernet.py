@@ -47,6 +47,7 @@ instance has its own convolution weights.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -278,8 +279,18 @@ class Supernet(CRMEFNet):
     own. ``alpha`` starts at 1e-3 * N(0, 1), i.e. near-uniform softmax.
     """
 
-    def __init__(self, space: SearchSpace | str, alpha_init_std: float = 1e-3) -> None:
+    def __init__(
+        self,
+        space: SearchSpace | str,
+        alpha_init_std: float = 1e-3,
+        alphas: nn.ParameterDict | None = None,
+    ) -> None:
         space = load_space(space)
+        if space.choices:
+            raise ValueError(
+                f"space {space.name!r} searches {sorted(space.choices)}: build its supernet "
+                f"with make_supernet() (a ChoiceSupernet)"
+            )
         super().__init__(
             space.arch,
             lambda slot, ci, co: MixedOp(
@@ -287,12 +298,18 @@ class Supernet(CRMEFNet):
             ),
         )
         self.space = space
-        self.alphas = nn.ParameterDict(
-            {
-                _alpha_key(s): nn.Parameter(alpha_init_std * torch.randn(len(space.candidates[s])))
-                for s in space.slots
-            }
-        )
+        self._shared: tuple[nn.ParameterDict, ...] = ()
+        if alphas is None:
+            self.alphas = nn.ParameterDict(
+                {
+                    _alpha_key(s): nn.Parameter(
+                        alpha_init_std * torch.randn(len(space.candidates[s]))
+                    )
+                    for s in space.slots
+                }
+            )
+        else:  # owned (registered, saved, optimised) by a ChoiceSupernet
+            self._shared = (alphas,)
         self._bind_alphas()
 
     def _bind_alphas(self) -> None:
@@ -306,17 +323,21 @@ class Supernet(CRMEFNet):
         self._bind_alphas()
         return out
 
+    def derived_arch(self) -> ArchConfig:
+        """The architecture options of the derived net (a plain space's own)."""
+        return self.space.arch
+
     def alpha(self, slot: str) -> nn.Parameter:
         """The architecture weights of ``slot`` (one entry per candidate, in space order)."""
-        return self.alphas[_alpha_key(slot)]
+        return (self._shared[0] if self._shared else self.alphas)[_alpha_key(slot)]
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas.values())
+        return list((self._shared[0] if self._shared else self.alphas).values())
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """The trainable convolution weights (frozen parameters, e.g. the authors' discarded
         layers, are left out)."""
-        arch = {id(p) for p in self.alphas.values()}
+        arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch and p.requires_grad]
 
     def softmax_weights(self) -> dict[str, Tensor]:
@@ -336,3 +357,131 @@ class Supernet(CRMEFNet):
             a = self.alpha(s)
             a.fill_(-margin)
             a[self.space.candidates[s].index(choice[s])] = 0.0
+
+
+def _choice_key(name: str) -> str:
+    return f"choice__{name}"
+
+
+class ChoiceSupernet(nn.Module):
+    """The supernet of a space with whole-network ``choices`` (processing scale, width, head).
+
+    One :class:`Supernet` per variant (:meth:`~nas.space.SearchSpace.variants`), each with its
+    own convolution weights; all share the op alphas of every slot, and each choice ``k`` has
+    an alpha vector of its own. The output is the variants' outputs mixed by the product of
+    their choices' softmax weights::
+
+        fused = sum_v  prod_k softmax(alpha_k)[v_k] * supernet_v(under, over)
+
+    so the search weighs a cheap low-resolution body against a dear one as it weighs ops. It
+    has the interface of :class:`Supernet` (``alpha``, ``softmax_weights``, ``set_onehot``,
+    ``arch_parameters``, ``weight_parameters``, ``mixed_ops``); ``softmax_weights`` also holds
+    ``"choice.<k>"`` entries.
+    """
+
+    def __init__(self, space: SearchSpace | str, alpha_init_std: float = 1e-3) -> None:
+        super().__init__()
+        space = load_space(space)
+        if not space.choices:
+            raise ValueError(f"space {space.name!r} has no choices: use Supernet")
+        self.space = space
+        self.arch = space.arch
+        self.choices = dict(space.choices)
+        sizes = {_alpha_key(s): len(space.candidates[s]) for s in space.slots}
+        sizes.update({_choice_key(k): len(v) for k, v in self.choices.items()})
+        self.alphas = nn.ParameterDict(
+            {k: nn.Parameter(alpha_init_std * torch.randn(n)) for k, n in sizes.items()}
+        )
+        variants = space.variants()
+        self.assignments = [a for a, _ in variants]
+        self.nets = nn.ModuleList(Supernet(v, alphas=self.alphas) for _, v in variants)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        out = super()._apply(fn, recurse)
+        for net in self.nets:  # children convert before the alphas they read
+            net._bind_alphas()
+        return out
+
+    def alpha(self, slot: str) -> nn.Parameter:
+        """The architecture weights of an op slot, or of a choice (``"choice.scale"``)."""
+        if slot.startswith("choice."):
+            return self.alphas[_choice_key(slot[len("choice.") :])]
+        return self.alphas[_alpha_key(slot)]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.alphas.values()}
+        return [p for p in self.parameters() if id(p) not in arch and p.requires_grad]
+
+    def softmax_weights(self) -> dict[str, Tensor]:
+        """``{slot: softmax(alpha)}`` and ``{"choice.<k>": softmax(alpha_k)}``."""
+        out = {s: torch.softmax(self.alpha(s), dim=0) for s in self.space.slots}
+        for k in self.choices:
+            out[f"choice.{k}"] = torch.softmax(self.alpha(f"choice.{k}"), dim=0)
+        return out
+
+    def variant_weights(self, weights: Mapping[str, Tensor] | None = None) -> list[Tensor]:
+        """The mixing weight of every variant (0-d tensors summing to 1), from ``weights``
+        (default: :meth:`softmax_weights`)."""
+        w = weights if weights is not None else self.softmax_weights()
+        out = []
+        for a in self.assignments:
+            p = None
+            for k, v in a.items():
+                term = w[f"choice.{k}"][self.choices[k].index(v)]
+                p = term if p is None else p * term
+            out.append(p)
+        return out
+
+    def mixed_ops(self) -> Iterator[tuple[str, MixedOp]]:
+        for name, m in self.named_modules():
+            if isinstance(m, MixedOp):
+                yield name, m
+
+    def derived_arch(self) -> ArchConfig:
+        """The space's arch with the argmax value of every choice."""
+        pick = {
+            k: v[int(torch.argmax(self.alpha(f"choice.{k}")).item())]
+            for k, v in self.choices.items()
+        }
+        return dataclasses.replace(self.arch, **pick)
+
+    def variant(self, arch: ArchConfig) -> Supernet:
+        """The variant supernet of ``arch`` (a derived net's options)."""
+        for a, net in zip(self.assignments, self.nets):
+            if all(getattr(arch, k) == v for k, v in a.items()):
+                return net
+        raise KeyError(f"{self.space.name}: no variant for {arch}")
+
+    @torch.no_grad()
+    def set_onehot(self, choice: Mapping[str, Any], margin: float = 1e4) -> None:
+        """One-hot op alphas at ``choice[slot]``; ``choice`` may also name choices (``scale``
+        or ``choice.scale``: value), one-hot too."""
+        for s in self.space.slots:
+            a = self.alpha(s)
+            a.fill_(-margin)
+            a[self.space.candidates[s].index(choice[s])] = 0.0
+        for k, values in self.choices.items():
+            v = choice.get(k, choice.get(f"choice.{k}"))
+            if v is not None:
+                a = self.alpha(f"choice.{k}")
+                a.fill_(-margin)
+                a[values.index(v)] = 0.0
+
+    def forward(self, under: Tensor, over: Tensor) -> Tensor:
+        check_pair(under, over)
+        out = None
+        for p, net in zip(self.variant_weights(), self.nets):
+            y = p * net(under, over)
+            out = y if out is None else out + y
+        return out
+
+
+def make_supernet(space: SearchSpace | str, alpha_init_std: float = 1e-3) -> nn.Module:
+    """The supernet of ``space``: a :class:`ChoiceSupernet` when it has ``choices``, else a
+    :class:`Supernet`."""
+    space = load_space(space)
+    cls = ChoiceSupernet if space.choices else Supernet
+    return cls(space, alpha_init_std)

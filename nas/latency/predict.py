@@ -29,7 +29,7 @@ from nas.latency.keys import MissingLatencyEntry
 from nas.latency.table import Calibration, LatencyTable, calibration_scope
 from nas.latency.trace import UnitCall, trace_units
 from nas.space import shipped_spaces
-from nas.supernet import Supernet
+from nas.supernet import ChoiceSupernet, Supernet
 
 
 def _arch_of(net: object):
@@ -135,6 +135,35 @@ class SlotLatency:
         return float(self.total(w))
 
 
+@dataclass(frozen=True)
+class ChoiceLatency:
+    """Constants of :func:`expected_latency` for a :class:`~nas.supernet.ChoiceSupernet`:
+    one :class:`SlotLatency` per variant, mixed as the supernet mixes the variants.
+
+    ``total(weights) = sum_v p_v(weights) * parts[v].total(weights)``, where ``p_v`` is the
+    product of the variant's choice weights (``weights["choice.<k>"]``).
+    """
+
+    supernet: ChoiceSupernet
+    parts: tuple[SlotLatency, ...]
+
+    def total(self, weights: Mapping[str, Tensor]) -> Tensor:
+        out = None
+        for p, part in zip(self.supernet.variant_weights(weights), self.parts):
+            term = p * part.total(weights)
+            out = term if out is None else out + term
+        return out
+
+    def uniform_ms(self) -> float:
+        """The expected latency at uniform alpha, over the ops and the choices."""
+        sm = self.supernet.softmax_weights()
+        return float(self.total({k: torch.full_like(v, 1.0 / len(v)) for k, v in sm.items()}))
+
+    def variant_ms(self, weights: Mapping[str, Tensor]) -> list[float]:
+        """Each variant's expected latency under the op weights (ms)."""
+        return [float(part.total(weights)) for part in self.parts]
+
+
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -165,6 +194,9 @@ def slot_latency(
     traces the supernet once at batch 1.
     """
     input_size = (int(input_size[0]), int(input_size[1]))
+    if isinstance(supernet, ChoiceSupernet):
+        parts = tuple(slot_latency(n, table, input_size, calibrated) for n in supernet.nets)
+        return ChoiceLatency(supernet, parts)
     per_table = _CACHE.setdefault(supernet, weakref.WeakKeyDictionary()).setdefault(table, {})
     key = (input_size, calibrated, table.statistic)
     hit = per_table.get(key)
@@ -210,13 +242,19 @@ def expected_latency(
     return const.total(weights if weights is not None else supernet.softmax_weights())
 
 
-PENALTY_FORMS: tuple[str, ...] = ("normalised", "paper")
+PENALTY_FORMS: tuple[str, ...] = ("normalised", "paper", "log", "abs", "hinge")
 """``normalised``: E[LAT] / E_uniform[LAT] (device-independent eta); ``paper``: Eq. 5 of the
-CRMEF paper, the alpha-weighted table latencies of the searched slots in milliseconds."""
+CRMEF paper, the alpha-weighted table latencies of the searched slots in milliseconds;
+``log``: log(E[LAT] / reference), the additive form of FBNet's and ProxylessNAS'
+multiplicative log / power terms (a relative gradient, dT / T); ``abs``: TuNAS' absolute
+reward ``|E[LAT] / T0 - 1|`` around a target T0; ``hinge``: ``max(0, E[LAT] / T0 - 1)``, no
+pull towards T0 from below."""
+TARGET_FORMS: tuple[str, ...] = ("abs", "hinge")
+"""The forms that need a target latency T0 (``target_ms``)."""
 
 
 class LatencyPenalty:
-    """The latency term R(alpha) of the search objective, in one of two forms.
+    """The latency term R(alpha) of the search objective, in one of five forms.
 
     ``form="normalised"`` (default): ``expected_latency(alpha) / expected_latency(uniform)``.
     1.0 is the latency of the supernet at uniform alpha (its state at initialisation, where
@@ -228,6 +266,17 @@ class LatencyPenalty:
     its input size), without the fixed parts and without calibration. Its eta depends on the
     device and the input size: the paper's 0.5 / 1 were tuned for its GPU table (batch 16,
     128 x 128), where the slot latencies sum to a few ms.
+
+    ``form="log"``: ``log(E[LAT] / T_ref)`` (T_ref: ``target_ms`` when given, else the
+    uniform-alpha latency). FBNet multiplies the task loss by ``alpha * log(LAT)^beta`` and
+    ProxylessNAS by ``(LAT / T)^w``; added instead, the log keeps their property that matters
+    for grading: its gradient is relative (``dT / T``), so eta trades *fractions* of latency
+    for loss, and a 10 ms net is pushed as hard to 5 ms as a 1 s net to 0.5 s.
+
+    ``form="abs"`` (TuNAS): ``|E[LAT] / T0 - 1|`` with ``T0 = target_ms``; pulls the expected
+    latency to the target from both sides (eta is TuNAS' beta; TuNAS uses a negative beta on
+    a reward, the same thing). ``form="hinge"``: ``max(0, E[LAT] / T0 - 1)``, a budget: free
+    below T0, so quality decides there.
 
     Usage::
 
@@ -247,20 +296,29 @@ class LatencyPenalty:
         input_size: tuple[int, int],
         calibrated: bool = True,
         form: str = "normalised",
+        target_ms: float | None = None,
     ) -> None:
         if form not in PENALTY_FORMS:
             raise ValueError(f"latency penalty form must be one of {PENALTY_FORMS}, got {form!r}")
+        if form in TARGET_FORMS and not (target_ms is not None and target_ms > 0):
+            raise ValueError(f"latency penalty {form!r} needs a target latency > 0 (target_ms)")
+        if form == "paper" and isinstance(supernet, ChoiceSupernet):
+            raise ValueError(
+                "latency penalty 'paper' sums slot latencies of one network; a space with "
+                "choices has several: use normalised, log, abs or hinge"
+            )
+        self.target_ms = None if target_ms is None else float(target_ms)
         self.supernet = supernet
         self.table = table
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.form = form
-        self.calibrated = calibrated and form == "normalised"
+        self.calibrated = calibrated and form != "paper"
         self.reference_ms = self._const().uniform_ms()
         if not self.reference_ms > 0:
             raise ValueError(f"uniform-alpha latency must be positive, got {self.reference_ms}")
         self.last_ms = float("nan")
 
-    def _const(self) -> SlotLatency:
+    def _const(self) -> SlotLatency | ChoiceLatency:
         return slot_latency(self.supernet, self.table, self.input_size, self.calibrated)
 
     def expected_ms(self, weights: Mapping[str, Tensor] | None = None) -> Tensor:
@@ -280,11 +338,18 @@ class LatencyPenalty:
         self.last_ms = float(ms.detach())
         if self.form == "paper":
             return ms - self._const().fixed_ms  # uncalibrated in this form: the slot sum
+        if self.form == "log":
+            return torch.log(ms / (self.target_ms or self.reference_ms))
+        if self.form == "abs":
+            return (ms / self.target_ms - 1.0).abs()
+        if self.form == "hinge":
+            return torch.relu(ms / self.target_ms - 1.0)
         return ms / self.reference_ms
 
     def __repr__(self) -> str:
         return (
             f"LatencyPenalty(form={self.form!r}, table={self.table.name!r}, "
             f"input_size={self.input_size}, "
-            f"reference_ms={self.reference_ms:.3f})"
+            f"reference_ms={self.reference_ms:.3f}"
+            + (f", target_ms={self.target_ms:g})" if self.target_ms is not None else ")")
         )

@@ -206,16 +206,16 @@ def collect_units(
     input_size: tuple[int, int],
     keys: set[UnitKey] | None = None,
 ) -> dict[UnitKey, UnitCall]:
-    """Every distinct unit key of the supernets of ``spaces`` x ``channels`` at ``input_size``.
+    """Every distinct unit key of the supernets of ``spaces`` x ``channels`` at ``input_size``
+    (a space with ``choices``: of every variant, see :meth:`~nas.space.SearchSpace.expand`).
 
     The first traced call of each key is kept (it carries the module and input shapes).
     ``keys``, when given, restricts the result to those keys.
     """
     found: dict[UnitKey, UnitCall] = {}
     for sp in spaces:
-        space = load_space(sp)
-        for C in channels:
-            net = Supernet(space.with_channels(int(C))).eval()
+        for variant in load_space(sp).expand(channels):
+            net = Supernet(variant).eval()
             for call in trace_units(net, input_size, batch=1):
                 if keys is None or call.key in keys:
                     found.setdefault(call.key, call)
@@ -472,9 +472,8 @@ def synthetic_table(
     """
     rows: dict[tuple, float] = {}
     for sp in spaces:
-        space = load_space(sp)
-        for C in channels:
-            net = Supernet(space.with_channels(int(C)))
+        for variant in load_space(sp).expand(channels):
+            net = Supernet(variant)
             for call in trace_units(net, input_size, batch=1):
                 params = sum(p.numel() for p in call.module.parameters())
                 out_px = max((s[-1] * s[-2] for s in call.out_shapes if len(s) >= 2), default=0)
