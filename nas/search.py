@@ -329,7 +329,7 @@ class SearchTask:
         row["skip_wins"] = sum(get_op_spec(op).parameter_free for _, op in g.ops)
         row["genotype"] = " ".join(op for _, op in g.ops)
         for slot, w in weights.items():
-            for op, wi in zip(self.net.space.candidates[slot], w.tolist()):
+            for op, wi in zip(self.net.space.options[slot], w.tolist()):
                 row[f"w:{slot}:{op}"] = round(wi, 5)
         return row
 
@@ -339,7 +339,7 @@ class SearchTask:
         g.to_yaml(run.path / "genotype.yaml")
         frame = alpha_frame(
             {
-                s: dict(zip(self.net.space.candidates[s], w.tolist()))
+                s: dict(zip(self.net.space.options[s], w.tolist()))
                 for s, w in self.net.softmax_weights().items()
             }
         )
@@ -441,6 +441,9 @@ def derive_run(
         run = Run.load(path)
     cfg = run.config_as(SearchConfig)
     genotype = derive_genotype(supernet, cfg.max_skip if max_skip is None else max_skip)
+    target_note = None
+    if cfg.target_ms and getattr(supernet, "choices", None):
+        genotype, target_note = _meet_target(supernet, genotype, cfg)
     derived = extract(supernet, genotype).cpu()
     genotype.to_yaml(run.path / "genotype.yaml")
     atomic_torch_save(
@@ -458,9 +461,21 @@ def derive_run(
         "flops": _int_or_none(sizes["flops"]),
         **({"size_note": problem} if problem else {}),
         **predicted_latency(genotype, cfg),
+        **({"target": target_note} if target_note else {}),
     }
     atomic_write_text(run.path / "export.yaml", _yaml(report))
     return report
+
+
+def _meet_target(supernet: Any, genotype: Genotype, cfg: SearchConfig) -> tuple[Genotype, dict]:
+    """With a target latency and searched choices, the derived variant is the most probable
+    one whose predicted latency (with the derived ops) meets the target: within +-25 % for
+    ``abs`` and ``log``, at most the target for ``hinge``; when none does, the closest."""
+    from nas.latency.predict import pick_variant
+
+    table = load_search_table(cfg, None if cfg.device == "auto" else cfg.device)
+    tol = (0.0, None) if cfg.latency_penalty == "hinge" else (0.25, 0.25)
+    return pick_variant(supernet, genotype, table, latency_size(cfg), cfg.target_ms, tol)
 
 
 def _int_or_none(v: float) -> int | None:

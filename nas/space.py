@@ -167,6 +167,14 @@ class SearchSpace:
     def slots(self) -> tuple[str, ...]:
         return self.arch.slots
 
+    @property
+    def options(self) -> dict[str, tuple[str, ...]]:
+        """Labels of everything the search weighs: ``{slot: candidates}`` and, per choice,
+        ``{"choice.<k>": ("<k>=<value>", ...)}`` (the keys of a supernet's softmax weights)."""
+        out = {s: tuple(self.candidates[s]) for s in self.slots}
+        out.update({f"choice.{k}": tuple(f"{k}={v}" for v in vs) for k, vs in self.choices.items()})
+        return out
+
     def variants(self) -> list[tuple[dict[str, Any], SearchSpace]]:
         """``(assignment, plain space)`` of every combination of the choices (product in
         :data:`CHOOSABLE` order); one ``({}, self)`` for a space without choices."""

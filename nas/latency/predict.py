@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -240,6 +241,52 @@ def expected_latency(
     """
     const = slot_latency(supernet, table, input_size, calibrated)
     return const.total(weights if weights is not None else supernet.softmax_weights())
+
+
+def pick_variant(
+    supernet: ChoiceSupernet,
+    genotype,
+    table: LatencyTable,
+    input_size: tuple[int, int],
+    target_ms: float,
+    tolerance: tuple[float, float | None] = (0.25, 0.25),
+):
+    """The most probable variant of ``supernet`` whose predicted latency meets a target.
+
+    Every variant takes ``genotype``'s ops; a variant meets ``target_ms`` when its predicted
+    latency ``T`` satisfies ``T <= (1 + above) * target`` and, unless ``below`` is None,
+    ``T >= (1 - below) * target`` (``tolerance = (above, below)``). Among those the one with
+    the largest mixing weight wins; when none meets it, the one closest to the target in
+    ``|log(T / target)|``.
+
+    Returns:
+        (genotype with the chosen variant's options, a record of the choice: target, the
+        variants' predicted ms and weights, whether the target was met).
+    """
+    import dataclasses
+
+    above, below = tolerance
+    probs = [float(p.detach()) for p in supernet.variant_weights()]
+    rows = []
+    for a, p in zip(supernet.assignments, probs):
+        g = dataclasses.replace(genotype, arch=dataclasses.replace(genotype.arch, **a))
+        ms = predict(g, input_size, table)
+        ok = ms <= (1 + above) * target_ms and (below is None or ms >= (1 - below) * target_ms)
+        rows.append((ok, p, ms, a, g))
+    met = [r for r in rows if r[0]]
+    if met:
+        best = max(met, key=lambda r: r[1])
+    else:
+        best = min(rows, key=lambda r: abs(math.log(r[2] / target_ms)))
+    note = {
+        "target_ms": float(target_ms),
+        "met": bool(met),
+        "chosen": dict(best[3]),
+        "variants": [
+            {**a, "predicted_ms": round(ms, 3), "weight": round(p, 4)} for _, p, ms, a, _ in rows
+        ],
+    }
+    return best[4], note
 
 
 PENALTY_FORMS: tuple[str, ...] = ("normalised", "paper", "log", "abs", "hinge")

@@ -56,14 +56,16 @@ def sample_genotypes(
     channels: int | None = None,
     exclude: Iterable[Genotype] = (),
 ) -> list[Genotype]:
-    """``n`` distinct random genotypes of ``space`` (uniform op per slot), reproducible.
+    """``n`` distinct random genotypes of ``space`` (uniform op per slot and, for a space with
+    ``choices``, a uniform variant), reproducible.
 
     Raises ``ValueError`` when the space has fewer than ``n`` genotypes left.
     """
     space = load_space(space)
-    if channels is not None:
+    if channels is not None and "channels" not in space.choices:
         space = space.with_channels(int(channels))
-    total = math.prod(len(space.candidates[s]) for s in space.slots)
+    archs = [v.arch for _, v in space.variants()]
+    total = len(archs) * math.prod(len(space.candidates[s]) for s in space.slots)
     seen = set(exclude)
     if n > total - len(seen):
         raise ValueError(f"space {space.name} has only {total} genotypes; asked for {n} more")
@@ -71,7 +73,8 @@ def sample_genotypes(
     out: list[Genotype] = []
     while len(out) < n:
         ops = tuple((s, rng.choice(space.candidates[s])) for s in space.slots)
-        g = Genotype(space.name, space.arch, ops)
+        arch = archs[0] if len(archs) == 1 else rng.choice(archs)
+        g = Genotype(space.name, arch, ops)
         if g not in seen:
             seen.add(g)
             out.append(g)
@@ -352,6 +355,12 @@ def validate_predictor(
     space = load_space(space)
     C = int(channels or space.arch.channels)
     genos = split_genotypes(space, n, n_calibration, C, seed)
+    if space.choices and store_calibration:
+        say(
+            f"{space.name} searches {sorted(space.choices)}: the calibration is fitted and "
+            f"reported, not stored (the table's calibrations are per width and network kind)"
+        )
+        store_calibration = False
     say(
         f"measuring {len(genos)} derived nets of {space.name} (C={C}) end to end "
         f"({n_calibration} calibration + {n} validation)"
