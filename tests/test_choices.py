@@ -177,3 +177,39 @@ def test_target_forms_need_a_target_and_paper_needs_one_network(space, table) ->
     with pytest.raises(ValueError, match="target_ms"):
         SearchConfig(latency_penalty="hinge")
     assert SearchConfig(latency_penalty="hinge", target_ms=50).target_ms == 50
+
+
+def test_options_label_ops_and_choices(space) -> None:
+    opts = space.options
+    assert opts["choice.scale"] == ("scale=2", "scale=4")
+    assert opts["drm.0"] == space.candidates["drm.0"]
+    assert set(opts) == set(make_supernet(space).softmax_weights())
+
+
+def test_pick_variant_meets_the_target_or_takes_the_closest(space, table) -> None:
+    from nas.latency.predict import pick_variant
+
+    net = make_supernet(space)
+    g = derive(net)
+    ms = {
+        (a["scale"], a["channels"]): predict(
+            dataclasses.replace(g, arch=dataclasses.replace(g.arch, **a)), SIZE, table
+        )
+        for a in net.assignments
+    }
+    fast = min(ms, key=ms.get)
+    with torch.no_grad():  # the search prefers the dearest variant ...
+        slow = max(ms, key=ms.get)
+        net.alpha("choice.scale").copy_(torch.tensor([1.0, 0.0] if slow[0] == 2 else [0.0, 1.0]))
+        net.alpha("choice.channels").copy_(torch.tensor([0.0, 1.0] if slow[1] == 8 else [1.0, 0]))
+    # ... but a target at the fastest variant's latency admits only that one
+    got, note = pick_variant(net, g, table, SIZE, ms[fast], (0.0, None))
+    assert (got.arch.scale, got.arch.channels) == fast and note["met"]
+    assert got.ops == g.ops
+    # a generous target keeps the most probable variant
+    got, note = pick_variant(net, g, table, SIZE, 10 * ms[slow], (0.0, None))
+    assert (got.arch.scale, got.arch.channels) == slow
+    # an unreachable target takes the closest in ratio
+    got, note = pick_variant(net, g, table, SIZE, ms[fast] / 100, (0.25, 0.25))
+    assert (got.arch.scale, got.arch.channels) == fast and not note["met"]
+    assert len(note["variants"]) == 4
