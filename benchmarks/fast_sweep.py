@@ -97,7 +97,6 @@ def load_runs(runs: Path) -> list[dict]:
         if not (d / "export.yaml").is_file():
             continue
         cfg = yaml.safe_load((d / "config.yaml").read_text())
-        exp = yaml.safe_load((d / "export.yaml").read_text())
         target = cfg.get("target_ms")
         out.append(
             {
@@ -143,7 +142,7 @@ def mef_ssim_of(net: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]]) 
 
 def label(g: Genotype) -> str:
     ops = " ".join(op for _, op in g.ops)
-    return f"x{g.arch.scale} C{g.arch.channels} | {ops}"
+    return f"x{g.arch.scale} C{g.arch.channels}: {ops}"
 
 
 def main(argv: list[str] | None = None) -> int:
