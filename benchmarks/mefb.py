@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -261,6 +262,17 @@ def evaluate_phase(args: argparse.Namespace) -> int:
     return 0
 
 
+def show_phase(data: Path, out: Path, models: list[str]) -> int:
+    """Fuse :data:`SHOW_SCENES` with ``models`` (``nas.evaluate --save-fused``) and write the
+    side-by-side JPEGs."""
+    cmd = [sys.executable, "-m", "nas.evaluate", "--protocol", "mefb", "--data", str(data)]
+    cmd += ["--scenes", *SHOW_SCENES, "--models", *models, "--save-fused", str(FUSED_TMP)]
+    cmd += ["--out", str(ROOT / "results" / "tmp" / "mefb-show"), "--no-progress"]
+    subprocess.run(cmd, check=True)
+    show_fused(out, tuple(Path(m).stem for m in models))
+    return 0
+
+
 def show_fused(out: Path, models: tuple[str, ...] = SHOW_MODELS) -> None:
     """One JPEG per shown scene: the fused outputs of ``models`` side by side, left to right
     (no input photo: MEFB's images must not enter the repository)."""
@@ -285,7 +297,13 @@ def show_fused(out: Path, models: tuple[str, ...] = SHOW_MODELS) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--phase", choices=["all", "train", "evaluate"], default="all")
+    p.add_argument("--phase", choices=["all", "train", "evaluate", "show"], default="all")
+    p.add_argument(
+        "--show-models",
+        nargs="+",
+        default=list(SHOW_MODELS),
+        help="with --phase show: the models (names or model files) fused side by side",
+    )
     p.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "mefb")
@@ -299,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.phase == "show":
+        return show_phase(args.data / "mefb", args.out / "fused", args.show_models)
     for sub in ("sequences", "mefb", "reference", "misaligned"):
         if not (args.data / sub).is_dir():
             print(f"error: '{args.data / sub}' not found (see --data)", file=sys.stderr)
