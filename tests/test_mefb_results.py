@@ -52,14 +52,19 @@ def test_shipped_scores_reproduce(model: str) -> None:
         assert abs(r["qabf"] - want["qabf"]) < 1e-4, (model, r["scene"])
 
 
-PYRAMID_PAIRS = sorted((RESULTS / "eval-pyramid").glob("*-pairs.csv"))
+EXTRA = [
+    ("eval-pyramid", "searched-pyramid-eta0.5"),
+    ("eval-pyramid-long", "searched-pyramid-long-eta0.5"),
+]
+"""Shipped nets evaluated in their own MEFB runs: (results folder, model)."""
 
 
-@pytest.mark.skipif(not PYRAMID_PAIRS, reason="no shipped results/mefb/eval-pyramid yet")
-def test_pyramid_net_scores_reproduce() -> None:
-    """The pyramid-head net's shipped MEFB scores reproduce from its model file."""
-    pairs = pd.read_csv(PYRAMID_PAIRS[0])
-    model = "searched-pyramid-eta0.5"
+@pytest.mark.parametrize("folder, model", EXTRA)
+def test_extra_net_scores_reproduce(folder: str, model: str) -> None:
+    """A shipped net's MEFB scores in its own run reproduce from its model file."""
+    found = sorted((RESULTS / folder).glob("*-pairs.csv"))
+    assert found, f"results/mefb/{folder} has no per-pair CSV"
+    pairs = pd.read_csv(found[0])
     rows = pairs[pairs["model"] == model]
     assert len(rows) == 100
     scenes = _smallest_scenes(rows)
