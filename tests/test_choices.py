@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from nas.genotype import build, derive, extract
+from nas.genotype import Genotype, build, derive, extract
 from nas.latency import LatencyPenalty, predict
 from nas.latency.predict import expected_latency
 from nas.latency.profiler import collect_units, synthetic_table
@@ -163,7 +163,7 @@ def test_penalty_forms_by_hand(space, table, form) -> None:
         low = LatencyPenalty(net, table, SIZE, form=form, target_ms=10 * ref)
         net.zero_grad()
         rl = low()
-        assert float(rl) == pytest.approx(0.0 if form == "hinge" else 1 - ms / (10 * ref))
+        assert float(rl.detach()) == pytest.approx(0.0 if form == "hinge" else 1 - ms / (10 * ref))
 
 
 def test_target_forms_need_a_target_and_paper_needs_one_network(space, table) -> None:
@@ -186,30 +186,55 @@ def test_options_label_ops_and_choices(space) -> None:
     assert set(opts) == set(make_supernet(space).softmax_weights())
 
 
-def test_pick_variant_meets_the_target_or_takes_the_closest(space, table) -> None:
-    from nas.latency.predict import pick_variant
+def _small_space() -> SearchSpace:
+    d = _space().to_dict()
+    for i, slot in enumerate(d["slots"]):
+        d["slots"][slot] = d["slots"][slot][:2] if i in (0, 3, 6) else d["slots"][slot][:1]
+    return SearchSpace.from_dict(d, source="small")
 
+
+@pytest.mark.parametrize("target_scale, tol", [(0.5, (0.25, 0.25)), (1.0, (0.0, None))])
+def test_derive_for_target_is_the_most_probable_net_that_meets_it(table, target_scale, tol) -> None:
+    """Against brute force: every net of a small space, predicted with ``predict``."""
+    import itertools
+
+    from nas.latency.predict import derive_for_target
+
+    space = _small_space()
+    torch.manual_seed(3)
+    net = make_supernet(space, alpha_init_std=1.0)
+    w = {k: v.detach().double() for k, v in net.softmax_weights().items()}
+    nets = []
+    for a, _ in space.variants():
+        for ops in itertools.product(*(space.candidates[s] for s in space.slots)):
+            arch = dataclasses.replace(space.arch, **a)
+            g = Genotype(space.name, arch, tuple(zip(space.slots, ops)))
+            lp = sum(math.log(w[s][space.candidates[s].index(o)]) for s, o in g.ops)
+            lp += sum(math.log(w[f"choice.{k}"][space.choices[k].index(v)]) for k, v in a.items())
+            nets.append((lp, predict(g, SIZE, table), g))
+    times = sorted(ms for _, ms, _ in nets)
+    target = times[len(times) // 2] * target_scale
+    lo = -math.inf if tol[1] is None else (1 - tol[1]) * target
+    ok = [n for n in nets if lo <= n[1] <= (1 + tol[0]) * target]
+    got, note = derive_for_target(net, derive(net), table, SIZE, target, tol)
+    if ok:
+        want = max(ok, key=lambda n: n[0])[2]
+        assert note["met"]
+    else:
+        want = min(nets, key=lambda n: abs(math.log(n[1] / target)))[2]
+    assert got == want
+    assert note["chosen"] == {"scale": got.arch.scale, "channels": got.arch.channels}
+
+
+def test_derive_for_target_far_below_takes_the_fastest(table) -> None:
+    from nas.latency.predict import derive_for_target
+
+    space = _small_space()
     net = make_supernet(space)
-    g = derive(net)
-    ms = {
-        (a["scale"], a["channels"]): predict(
-            dataclasses.replace(g, arch=dataclasses.replace(g.arch, **a)), SIZE, table
-        )
-        for a in net.assignments
-    }
-    fast = min(ms, key=ms.get)
-    with torch.no_grad():  # the search prefers the dearest variant ...
-        slow = max(ms, key=ms.get)
-        net.alpha("choice.scale").copy_(torch.tensor([1.0, 0.0] if slow[0] == 2 else [0.0, 1.0]))
-        net.alpha("choice.channels").copy_(torch.tensor([0.0, 1.0] if slow[1] == 8 else [1.0, 0]))
-    # ... but a target at the fastest variant's latency admits only that one
-    got, note = pick_variant(net, g, table, SIZE, ms[fast], (0.0, None))
-    assert (got.arch.scale, got.arch.channels) == fast and note["met"]
-    assert got.ops == g.ops
-    # a generous target keeps the most probable variant
-    got, note = pick_variant(net, g, table, SIZE, 10 * ms[slow], (0.0, None))
-    assert (got.arch.scale, got.arch.channels) == slow
-    # an unreachable target takes the closest in ratio
-    got, note = pick_variant(net, g, table, SIZE, ms[fast] / 100, (0.25, 0.25))
-    assert (got.arch.scale, got.arch.channels) == fast and not note["met"]
-    assert len(note["variants"]) == 4
+    got, note = derive_for_target(net, derive(net), table, SIZE, 1e-6, (0.25, 0.25))
+    assert not note["met"]
+    fastest = min(
+        (predict(dataclasses.replace(got, arch=dataclasses.replace(got.arch, **a)), SIZE, table), a)
+        for a, _ in space.variants()
+    )
+    assert predict(got, SIZE, table) <= fastest[0] + 1e-9

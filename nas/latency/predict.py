@@ -243,7 +243,11 @@ def expected_latency(
     return const.total(weights if weights is not None else supernet.softmax_weights())
 
 
-def pick_variant(
+MAX_ENUMERATED = 200_000
+"""Op combinations per variant that :func:`derive_for_target` enumerates exhaustively."""
+
+
+def derive_for_target(
     supernet: ChoiceSupernet,
     genotype,
     table: LatencyTable,
@@ -251,28 +255,55 @@ def pick_variant(
     target_ms: float,
     tolerance: tuple[float, float | None] = (0.25, 0.25),
 ):
-    """The most probable variant of ``supernet`` whose predicted latency meets a target.
+    """The most probable derived net of ``supernet`` whose predicted latency meets a target.
 
-    Every variant takes ``genotype``'s ops; a variant meets ``target_ms`` when its predicted
-    latency ``T`` satisfies ``T <= (1 + above) * target`` and, unless ``below`` is None,
-    ``T >= (1 - below) * target`` (``tolerance = (above, below)``). Among those the one with
-    the largest mixing weight wins; when none meets it, the one closest to the target in
-    ``|log(T / target)|``.
+    The probability of a net is the product of its ops' and its choices' softmax weights (the
+    supernet's distribution); a net meets ``target_ms`` when its predicted latency ``T``
+    satisfies ``T <= (1 + above) * target`` and, unless ``below`` is None, ``T >= (1 - below)
+    * target`` (``tolerance = (above, below)``). Per variant, every op combination is
+    enumerated when there are at most :data:`MAX_ENUMERATED` (latencies add up per slot, so
+    this is exact); above that the variant keeps ``genotype``'s ops. When no net meets the
+    target, the one closest to it in ``|log(T / target)|`` is taken.
 
     Returns:
-        (genotype with the chosen variant's options, a record of the choice: target, the
-        variants' predicted ms and weights, whether the target was met).
+        (the chosen genotype, a record: target, whether it was met, the chosen options, each
+        variant's best net with its predicted ms and log-probability).
     """
     import dataclasses
+    import itertools
 
     above, below = tolerance
-    probs = [float(p.detach()) for p in supernet.variant_weights()]
+    lo = -math.inf if below is None else (1 - below) * target_ms
+    hi = (1 + above) * target_ms
+    space = supernet.space
+    weights = {k: w.detach().double() for k, w in supernet.softmax_weights().items()}
+    slots = list(space.slots)
+    n_comb = math.prod(len(space.candidates[s]) for s in slots)
+    if n_comb <= MAX_ENUMERATED:
+        idx = torch.tensor(
+            list(itertools.product(*(range(len(space.candidates[s])) for s in slots)))
+        )
+    else:  # keep the derived ops
+        idx = torch.tensor([[space.candidates[s].index(genotype[s]) for s in slots]])
+    logp_ops = sum(weights[s].log()[idx[:, i]] for i, s in enumerate(slots))
+    const = slot_latency(supernet, table, input_size)
     rows = []
-    for a, p in zip(supernet.assignments, probs):
-        g = dataclasses.replace(genotype, arch=dataclasses.replace(genotype.arch, **a))
-        ms = predict(g, input_size, table)
-        ok = ms <= (1 + above) * target_ms and (below is None or ms >= (1 - below) * target_ms)
-        rows.append((ok, p, ms, a, g))
+    for a, p_v, part in zip(supernet.assignments, supernet.variant_weights(weights), const.parts):
+        ms = torch.full((len(idx),), part.fixed_ms, dtype=torch.float64)
+        for i, s in enumerate(slots):
+            ms = ms + part.slots[s].double()[idx[:, i]]
+        if part.calibration is not None:
+            ms = part.calibration.apply(ms)
+        logp = logp_ops + math.log(max(float(p_v), 1e-300))
+        ok = (ms >= lo) & (ms <= hi)
+        if ok.any():
+            j = int(torch.where(ok, logp, torch.full_like(logp, -math.inf)).argmax())
+        else:
+            j = int((ms / target_ms).log().abs().argmin())
+        ops = tuple((s, space.candidates[s][int(idx[j, i])]) for i, s in enumerate(slots))
+        arch = dataclasses.replace(genotype.arch, **a)
+        g = dataclasses.replace(genotype, arch=arch, ops=ops)
+        rows.append((bool(ok.any()), float(logp[j]), float(ms[j]), a, g))
     met = [r for r in rows if r[0]]
     if met:
         best = max(met, key=lambda r: r[1])
@@ -283,7 +314,8 @@ def pick_variant(
         "met": bool(met),
         "chosen": dict(best[3]),
         "variants": [
-            {**a, "predicted_ms": round(ms, 3), "weight": round(p, 4)} for _, p, ms, a, _ in rows
+            {**a, "predicted_ms": round(ms, 3), "log_prob": round(lp, 3), "met": ok}
+            for ok, lp, ms, a, _ in rows
         ],
     }
     return best[4], note
