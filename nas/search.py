@@ -469,12 +469,12 @@ def derive_run(
 
 def _meet_target(supernet: Any, genotype: Genotype, cfg: SearchConfig) -> tuple[Genotype, dict]:
     """With a target latency and searched choices, the derived net is the most probable one
-    (ops and choices) whose predicted latency meets the target: within +-25 % for ``abs`` and
+    (ops and choices) whose predicted latency meets the target: within +-15 % for ``abs`` and
     ``log``, at most the target for ``hinge``; when none does, the closest."""
     from nas.latency.predict import derive_for_target
 
     table = load_search_table(cfg, None if cfg.device == "auto" else cfg.device)
-    tol = (0.0, None) if cfg.latency_penalty == "hinge" else (0.25, 0.25)
+    tol = (0.0, None) if cfg.latency_penalty == "hinge" else (0.15, 0.15)
     return derive_for_target(supernet, genotype, table, latency_size(cfg), cfg.target_ms, tol)
 
 
