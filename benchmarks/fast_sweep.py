@@ -23,8 +23,8 @@ ONE process and ONE interleaved timing run (batch 1, 1024 x 768, ``--threads``):
    log scale) and ``<out>/genotypes/eta<e>.yaml`` / ``target<T>.yaml``, and prints the
    targets of the space: span, distinct nets, monotone eta, target error, Mertens ratio.
 
-    python benchmarks/fast_sweep.py [--search] [--etas 0 0.03 0.1 0.3 1 3]
-        [--targets 50 100 200 400 800] [--threads 1] [--out results/eta_sweep_fast]
+    python benchmarks/fast_sweep.py [--search] [--etas 0 0.001 0.003 0.01 0.03 0.1 1]
+        [--targets 25 50 100 200 400 800] [--threads 1] [--out results/eta_sweep_fast]
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sequences"))
     p.add_argument("--out", type=Path, default=ROOT / "results" / "eta_sweep_fast")
     p.add_argument("--search", action="store_true", help="run the missing searches first")
-    p.add_argument("--etas", type=float, nargs="+", default=[0, 0.03, 0.1, 0.3, 1, 3])
-    p.add_argument("--targets", type=float, nargs="+", default=[50, 100, 200, 400, 800])
+    p.add_argument("--etas", type=float, nargs="+", default=[0, 0.001, 0.003, 0.01, 0.03, 0.1, 1])
+    p.add_argument("--targets", type=float, nargs="+", default=[25, 50, 100, 200, 400, 800])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--baseline-rounds", type=int, default=1)
