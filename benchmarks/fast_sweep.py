@@ -60,7 +60,18 @@ from nas.supernet import make_supernet  # noqa: E402
 from nas.utils import atomic_write_text  # noqa: E402
 
 SIZE = (768, 1024)
-BASELINES = ("mef-cl", "ffmef", "lcndr", "hyperp-mb", "crmef-general", "searched-eta0.5")
+BASELINES = (
+    "mef-cl",
+    "ffmef",
+    "lcndr",
+    "hyperp-mb",
+    "crmef-general",
+    "searched-eta0.5",
+    "searched-pyramid-long-eta0.5",
+)
+"""Shipped models of ``results/mefb/models`` timed with ``--baseline-rounds`` calls."""
+RETRAINED = ("searched-fast-eta0.03",)
+"""Shipped retrained fast nets, timed in the main interleaved run."""
 
 
 class Classical(nn.Module):
@@ -140,6 +151,12 @@ def mef_ssim_of(net: nn.Module, pairs: list[tuple[torch.Tensor, torch.Tensor]]) 
     return sum(scores) / len(scores)
 
 
+def _group(name: str) -> str:
+    if name.startswith("space-"):
+        return "space"
+    return "retrained" if name in RETRAINED else "reference"
+
+
 def label(g: Genotype) -> str:
     ops = " ".join(op for _, op in g.ops)
     return f"x{g.arch.scale} C{g.arch.channels}: {ops}"
@@ -170,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, g in span_genotypes(table).items():
         torch.manual_seed(0)
         nets[name], genos[name] = build(g), g
-    classical = {n: Classical(n) for n in ("mertens-default", "average")}
+    classical: dict[str, nn.Module] = {n: Classical(n) for n in ("mertens-default", "average")}
+    for n in RETRAINED:
+        f = ROOT / "results" / "mefb" / "models" / f"{n}.pt"
+        if f.is_file():
+            classical[n] = load_model_file(f).model
     settings = ProfileSettings(
         device="cpu",
         batch=1,
@@ -212,10 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {
                 "method": name,
-                "sweep": sweep or ("space" if name.startswith("space-") else "reference"),
+                "sweep": sweep or _group(name),
                 "knob": knob,
                 "net": label(g) if g else "",
-                "params": count_parameters(net) if isinstance(net, nn.Module) else 0,
+                "params": 0 if isinstance(net, Classical) else count_parameters(net),
                 "predicted_ms": predict(g, SIZE, table) if g else float("nan"),
                 "measured_ms": ms[name],
                 "mef_ssim": mef_ssim_of(net, pairs),
@@ -313,7 +334,12 @@ def plot_front(df: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    style = {"eta": ("o", "C0"), "target": ("s", "C1"), "space": ("x", "grey")}
+    style = {
+        "eta": ("o", "C0"),
+        "target": ("s", "C1"),
+        "space": ("x", "grey"),
+        "retrained": ("*", "C2"),
+    }
     for sweep, (marker, colour) in style.items():
         d = df[df.sweep == sweep]
         if len(d):
