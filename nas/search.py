@@ -45,7 +45,6 @@ their best weighted op.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,22 +54,21 @@ import torch
 from nas.accel import autocast, channels_last_for, check_amp, configure_device, to_memory_format
 from nas.cli import add_table_args, add_training_args, run_config_command
 from nas.config import to_dict
+from nas.derive import (  # noqa: F401 - load_search_run, predicted_latency: re-exported
+    derive_genotype,
+    derive_run,
+    load_search_run,
+    predicted_latency,
+)
 from nas.engine import Batch, Engine, validation_scores
-from nas.genotype import Genotype, derive, extract
 from nas.latency.keys import MissingLatencyEntry
 from nas.losses import build_loss, build_objective, check_loss_data, set_loss_epoch
 from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
-from nas.runs import Run, RunConfig, RunDir, RunError
+from nas.runs import RunConfig, RunDir
 from nas.space import SearchSpace, load_space
 from nas.supernet import Supernet
-from nas.utils import (
-    atomic_torch_save,
-    atomic_write_text,
-    parse_size,
-    resolve_device,
-    seed_everything,
-)
+from nas.utils import parse_size, resolve_device, seed_everything
 
 
 @dataclass
@@ -357,104 +355,6 @@ class SearchTask:
         self.w_sched.load_state_dict(state["w_sched"])
         self.a_opt.load_state_dict(state["a_opt"])
         self.loss_ref = state["loss_ref"]
-
-
-def derive_genotype(supernet: Supernet, max_skip: int | None = None) -> Genotype:
-    """Argmax per slot; with ``max_skip``, at most that many parameter-free ops (P-DARTS).
-
-    Slots beyond the cap whose skip op is least confident (lowest softmax weight) get their
-    best weighted op that is not parameter-free.
-    """
-    g = derive(supernet)
-    if max_skip is None:
-        return g
-    weights = {s: w.detach() for s, w in supernet.softmax_weights().items()}
-    cand = supernet.space.candidates
-    skips = [(float(weights[s].max()), s) for s, op in g.ops if get_op_spec(op).parameter_free]
-    choice = g.choice
-    for _, slot in sorted(skips)[: max(0, len(skips) - max_skip)]:
-        ranked = sorted(zip(weights[slot].tolist(), cand[slot]), reverse=True)
-        alt = [op for _, op in ranked if not get_op_spec(op).parameter_free]
-        if alt:
-            choice[slot] = alt[0]
-    return dataclasses.replace(g, ops=tuple((s, choice[s]) for s, _ in g.ops))
-
-
-def load_search_run(path: str | Path) -> tuple[Run, Supernet]:
-    """The search run and its supernet restored from the last checkpoint."""
-    run = Run.load(path)
-    if run.kind != "search":
-        raise RunError(f"{run.path} is a {run.kind} run, not a search run")
-    space_file = run.path / "space.yaml"
-    if not space_file.is_file():
-        raise RunError(f"{space_file} is missing: {run.path} is not a search run")
-    space = SearchSpace.from_yaml(space_file)
-    ckpt = RunDir(run.path, resume=True).load_checkpoint("last")
-    if ckpt is None:
-        raise RunError(f"{run.path} has no checkpoint yet (checkpoints/last.pt)")
-    net = Supernet(space)
-    net.load_state_dict(ckpt["task"]["supernet"])
-    return run, net
-
-
-def predicted_latency(genotype: Genotype, cfg: SearchConfig) -> dict[str, Any]:
-    """Table-predicted latency of the derived net at the run's :func:`latency_size`, or the
-    reason it is not available."""
-    try:
-        from nas.latency import predict
-
-        table = load_search_table(cfg, None if cfg.device == "auto" else cfg.device)
-        ms = predict(genotype, latency_size(cfg), table)
-        return {"predicted_ms": float(ms), "table": table.name}
-    except Exception as e:  # noqa: BLE001 - report, do not fail the derivation
-        return {"predicted_ms": None, "table": None, "note": f"{type(e).__name__}: {e}"}
-
-
-def derive_run(
-    path: str | Path, max_skip: int | None = None, supernet: Supernet | None = None
-) -> dict[str, Any]:
-    """Derive a search run's network: write ``genotype.yaml``, ``derived_init.pt`` (the
-    derived net's weights inherited from the supernet, with its genotype) and ``export.yaml``
-    (genotype, parameters, MACs, FLOPs, predicted latency at the run's latency size).
-
-    Args:
-        path: the search run folder.
-        max_skip: cap on parameter-free ops (default: the run's ``max_skip``).
-        supernet: the run's trained supernet when it is in memory (the end of
-            :func:`run_search`); default: restored from the last checkpoint.
-    """
-    from nas.flops import size_report
-
-    if supernet is None:
-        run, supernet = load_search_run(path)
-    else:
-        run = Run.load(path)
-    cfg = run.config_as(SearchConfig)
-    genotype = derive_genotype(supernet, cfg.max_skip if max_skip is None else max_skip)
-    derived = extract(supernet, genotype).cpu()
-    genotype.to_yaml(run.path / "genotype.yaml")
-    atomic_torch_save(
-        {"genotype": genotype.to_dict(), "state_dict": derived.state_dict()},
-        run.path / "derived_init.pt",
-    )
-    size = latency_size(cfg)
-    sizes, problem = size_report(derived, size)
-    report: dict[str, Any] = {
-        "run": str(run.path),
-        "genotype": genotype.to_dict(),
-        "params": int(sizes["params"]),
-        "input_size": list(size),
-        "macs_thop": _int_or_none(sizes["macs"]),
-        "flops": _int_or_none(sizes["flops"]),
-        **({"size_note": problem} if problem else {}),
-        **predicted_latency(genotype, cfg),
-    }
-    atomic_write_text(run.path / "export.yaml", _yaml(report))
-    return report
-
-
-def _int_or_none(v: float) -> int | None:
-    return None if v != v else int(v)
 
 
 def build_space(cfg: SearchConfig) -> SearchSpace:
