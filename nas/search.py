@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 from nas.accel import autocast, channels_last_for, check_amp, configure_device, to_memory_format
+from nas.architect import Architect, alpha_diagnostics, alpha_softmax
 from nas.cli import add_table_args, add_training_args, run_config_command
 from nas.config import to_dict
 from nas.derive import (  # noqa: F401 - load_search_run, predicted_latency: re-exported
@@ -63,7 +64,6 @@ from nas.derive import (  # noqa: F401 - load_search_run, predicted_latency: re-
 from nas.engine import Batch, Engine, validation_scores
 from nas.latency.keys import MissingLatencyEntry
 from nas.losses import build_loss, build_objective, check_loss_data, set_loss_epoch
-from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
 from nas.runs import RunConfig, RunDir
 from nas.space import SearchSpace, load_space
@@ -157,7 +157,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class SearchTask:
-    """One bi-level DARTS step per batch; see the module docstring."""
+    """One bi-level DARTS step per batch; see the module docstring.
+
+    The architecture step is :attr:`architect`'s (:class:`nas.architect.Architect`); this
+    task adds the weight step, the latency term and the engine protocol around it.
+    """
 
     def __init__(
         self,
@@ -188,11 +192,16 @@ class SearchTask:
         self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.w_opt, T_max=max(cfg.epochs, 1), eta_min=cfg.w_lr_min
         )
-        self.a_opt = torch.optim.Adam(
-            supernet.arch_parameters(),
+        self.architect = Architect(
+            self.net,
+            self.w_opt,
+            lambda b: self._task_loss(b),
+            lambda: self._latency_term(),
+            order=cfg.order,
             lr=cfg.a_lr,
-            betas=(0.5, 0.999),
             weight_decay=cfg.a_weight_decay,
+            w_momentum=cfg.w_momentum,
+            w_weight_decay=cfg.w_weight_decay,
         )
         self.criterion = build_objective(
             cfg.loss, cfg.loss_args, cfg.teacher, cfg.teacher_epochs
@@ -234,14 +243,7 @@ class SearchTask:
             if self.loss_ref is None:  # no warm-up: take the first validation loss
                 with torch.no_grad():
                     self.loss_ref = float(self._task_loss(val_batch))
-            self.a_opt.zero_grad(set_to_none=True)
-            if self.cfg.order == "second":
-                logs["val_loss"] = self._unrolled_arch_grads(batch, val_batch)
-            else:
-                val_loss = self._task_loss(val_batch)
-                (val_loss + self._latency_term()).backward(inputs=self.net.arch_parameters())
-                logs["val_loss"] = float(val_loss.detach())
-            self.a_opt.step()
+            logs["val_loss"] = self.architect.step(batch, val_batch)
         self.w_opt.zero_grad(set_to_none=True)
         loss = self._weight_loss(batch)
         loss.backward(inputs=self.net.weight_parameters())
@@ -251,48 +253,13 @@ class SearchTask:
         return logs
 
     def _unrolled_arch_grads(self, batch: Batch, val_batch: Batch) -> float:
-        """Second-order DARTS: grad_alpha L_val(w - xi grad_w L_train(w, alpha), alpha).
+        """Second-order DARTS alpha gradient (:meth:`nas.architect.Architect.unrolled_grads`)."""
+        return self.architect.unrolled_grads(batch, val_batch)
 
-        The implicit term ``-xi * H_{alpha,w} grad_{w'} L_val`` is the finite difference
-        ``(grad_alpha L_train(w+) - grad_alpha L_train(w-)) / (2 r)`` with
-        ``w± = w ± r grad_{w'} L_val`` and ``r = 0.01 / ||grad_{w'} L_val||`` (Liu et al. 2019).
-        """
-        weights = self.net.weight_parameters()
-        alphas = self.net.arch_parameters()
-        xi = self.w_opt.param_groups[0]["lr"]
-        wd = self.cfg.w_weight_decay
-        grads = torch.autograd.grad(self._task_loss(batch), weights, allow_unused=True)
-        backup = [p.detach().clone() for p in weights]
-        with torch.no_grad():
-            for p, g in zip(weights, grads):
-                step = (g if g is not None else torch.zeros_like(p)) + wd * p
-                buf = self.w_opt.state.get(p, {}).get("momentum_buffer")
-                if buf is not None:
-                    step = step + self.cfg.w_momentum * buf
-                p.sub_(xi * step)
-        val_loss = self._task_loss(val_batch)
-        objective = val_loss + self._latency_term()
-        out = torch.autograd.grad(objective, alphas + weights, allow_unused=True)
-        d_alpha = [g if g is not None else torch.zeros_like(a) for g, a in zip(out, alphas)]
-        d_w = [
-            g if g is not None else torch.zeros_like(p) for g, p in zip(out[len(alphas) :], weights)
-        ]
-        r = 0.01 / (torch.cat([g.flatten() for g in d_w]).norm() + 1e-12)
-
-        def alpha_grads(sign: float) -> list[torch.Tensor]:
-            with torch.no_grad():
-                for p, b, g in zip(weights, backup, d_w):
-                    p.copy_(b + sign * r * g)
-            gs = torch.autograd.grad(self._task_loss(batch), alphas, allow_unused=True)
-            return [g if g is not None else torch.zeros_like(a) for g, a in zip(gs, alphas)]
-
-        g_pos, g_neg = alpha_grads(+1.0), alpha_grads(-1.0)
-        with torch.no_grad():
-            for p, b in zip(weights, backup):
-                p.copy_(b)
-        for a, da, gp, gn in zip(alphas, d_alpha, g_pos, g_neg):
-            a.grad = da - xi * (gp - gn) / (2 * r)
-        return float(val_loss.detach())
+    @property
+    def a_opt(self) -> torch.optim.Optimizer:
+        """The architecture optimiser (Adam on the alphas, owned by :attr:`architect`)."""
+        return self.architect.optimizer
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -310,29 +277,15 @@ class SearchTask:
             with torch.no_grad():
                 row["latency_penalty"] = float(self.penalty())
                 row["expected_ms"] = float(self.penalty.expected_ms())
-        weights = {s: w.detach() for s, w in self.net.softmax_weights().items()}
-        ent = [float(-(w * w.clamp_min(1e-12).log()).sum()) for w in weights.values()]
-        row["alpha_entropy"] = sum(ent) / len(ent)
-        g = derive_genotype(self.net, self.cfg.max_skip)  # what genotype.yaml holds
-        row["skip_wins"] = sum(get_op_spec(op).parameter_free for _, op in g.ops)
-        row["genotype"] = " ".join(op for _, op in g.ops)
-        for slot, w in weights.items():
-            for op, wi in zip(self.net.space.candidates[slot], w.tolist()):
-                row[f"w:{slot}:{op}"] = round(wi, 5)
+        row.update(alpha_diagnostics(self.net, self.cfg.max_skip))
         return row
 
     def after_checkpoint(self, run: RunDir, epoch: int, row: dict[str, Any]) -> None:
         g = derive_genotype(self.net, self.cfg.max_skip)
         g.to_yaml(run.path / "genotypes" / f"epoch_{epoch + 1:03d}.yaml")
         g.to_yaml(run.path / "genotype.yaml")
-        frame = alpha_frame(
-            {
-                s: dict(zip(self.net.space.candidates[s], w.tolist()))
-                for s, w in self.net.softmax_weights().items()
-            }
-        )
         draw_alpha_heatmap(
-            frame,
+            alpha_frame(alpha_softmax(self.net)),
             run.path / "alphas.png",
             title=f"{run.path.name}: softmax(alpha), epoch {epoch + 1}",
         )
