@@ -10,7 +10,7 @@ MEFB's no-reference evaluation on a folder of real pairs (:func:`evaluate_folder
     python -m nas.evaluate --protocol mefb --data ../shared/data/mefb \
         --models mertens average results/runs/train-... --out results/mefb/eval
 
-Every pair at full resolution (no crop; networks tiled through :func:`nas.fuse.fuse_pair`
+Every pair at full resolution (no crop; networks tiled through :func:`nas.tiling.fuse_pair`
 only above ``--tile-above`` MP, default 1.0, so MEFB's pairs run whole); per pair MEF-SSIM and
 Q^AB/F exactly as MEFB computes them (:func:`pair_metrics`: fused output quantised to 8 bits,
 sources in MEFB's A, B order) plus PSNR/SSIM where the scene has a ``gt``; inference time per
@@ -233,7 +233,7 @@ def _fuse_one(
     overlap: int,
 ) -> tuple[torch.Tensor, bool]:
     """One pair through one model, whole or tiled (networks above ``tile_above_px`` only)."""
-    from nas.fuse import fuse_pair
+    from nas.tiling import fuse_pair
 
     if r.classical:
         return r.model.fuse(under, over), False
@@ -273,7 +273,7 @@ def evaluate_folder(
     ``<scene>/A|B.*`` or ``<scene>/under|over(|gt).*``) at full resolution, no crop. Each
     model fuses ``(under, over)`` -- the two images ordered by mean luminance -- on
     ``device``; networks run on the whole image up to ``tile_above_mp`` megapixels and through
-    :func:`nas.fuse.fuse_pair`'s tiling above it; classical methods always whole. Per pair:
+    :func:`nas.tiling.fuse_pair`'s tiling above it; classical methods always whole. Per pair:
     :func:`pair_metrics` (MEF-SSIM and Q^AB/F as MEFB computes them, with the sources in file
     order A, B; PSNR/SSIM where a ``gt`` exists) and the inference time (``time_ms``: the
     fusion call alone, inputs already on the device, ``cuda.synchronize`` before and after on
@@ -294,7 +294,7 @@ def evaluate_folder(
         threads: CPU threads for torch and OpenCV (default: torch's current setting).
         tile_above_mp: tile networks on images above this many megapixels (0: always tile
             images larger than ``tile``; ``inf``: never).
-        tile, overlap: tile side and overlap (default: :mod:`nas.fuse`'s 512 / 64).
+        tile, overlap: tile side and overlap (default: :mod:`nas.tiling`'s 512 / 64).
         allow_untrained: evaluate untrained networks (flagged) instead of refusing them.
         channels, model_kwargs: as :func:`evaluate_models`.
         mefb_table: MEFB's published table: None (``<data>/mefb_table.json`` if present),
@@ -310,9 +310,9 @@ def evaluate_folder(
     """
     from nas.data.scenes import find_scenes, load_scene, select_scenes
     from nas.flops import count_params
-    from nas.fuse import DEFAULT_OVERLAP, DEFAULT_TILE
     from nas.latency import device_info, resolve_device
     from nas.latency.timing import pinned_threads
+    from nas.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
     log = log or quiet
     tile = DEFAULT_TILE if tile is None else int(tile)
