@@ -296,6 +296,41 @@ def evaluate_models(
     else:
         preds, pred_reasons = [float("nan")] * len(models), {}
 
+    df = _result_frame(models, quality, sizes, stats, preds, n_img)
+    base_names, fastest = _add_speedup(df)
+    meta = _meta(s, dev, n_threads, profile, data_kind, n_img, has_gt)
+    meta["speedup"] = {
+        "definition": "latency_ms(fastest baseline) / latency_ms(model); > 1 is faster",
+        "baselines": base_names,
+        "reference": fastest,
+        "note": None if fastest else "no baseline (non-crmef registry model) evaluated",
+    }
+    meta["predicted_latency"] = {
+        "table": str(table.path) if table is not None and table.path else None,
+        "table_device": table.device_fingerprint if table is not None else None,
+        "reason": table_note,
+        "not_predicted": pred_reasons,
+        "note": "only derived nets (genotypes, crmef-*) are predicted",
+    }
+    meta["untrained"] = untrained
+    meta["size_notes"] = notes
+    meta["models"] = {r.name: {"source": r.source, "arch": yaml_safe(r.arch)} for r in models}
+    meta["latency"]["seconds_total"] = round(time.perf_counter() - t_start, 2)
+    df.attrs["meta"] = meta
+    return df
+
+
+def _result_frame(
+    models: Sequence[ResolvedModel],
+    quality: Sequence[Mapping[str, float]],
+    sizes: Sequence[Mapping[str, Any]],
+    stats: Sequence[Any],
+    preds: Sequence[float],
+    n_img: int,
+) -> pd.DataFrame:
+    """One :data:`COLUMNS` row per model (``speedup`` still NaN) from the measurements:
+    quality metrics, size counts (``Int64``, ``<NA>`` where a counter failed), measured
+    latency statistics and the predicted latency."""
     rows = []
     for r, q, size, st, pr in zip(models, quality, sizes, stats, preds):
         row: dict[str, Any] = {
@@ -320,34 +355,19 @@ def evaluate_models(
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     for c in ("params", "macs", "flops", "images"):
         df[c] = df[c].round().astype("Int64")  # counts; <NA> where a counter failed
-    base = df[df["group"] == BASELINE_GROUP]
-    fastest = None
-    if len(base):
-        i = base["latency_ms"].idxmin()
-        fastest = str(df.loc[i, "name"])
-        df["speedup"] = float(df.loc[i, "latency_ms"]) / df["latency_ms"]
-    else:
-        df["speedup"] = float("nan")
-    meta = _meta(s, dev, n_threads, profile, data_kind, n_img, has_gt)
-    meta["speedup"] = {
-        "definition": "latency_ms(fastest baseline) / latency_ms(model); > 1 is faster",
-        "baselines": [str(n) for n in base["name"]],
-        "reference": fastest,
-        "note": None if fastest else "no baseline (non-crmef registry model) evaluated",
-    }
-    meta["predicted_latency"] = {
-        "table": str(table.path) if table is not None and table.path else None,
-        "table_device": table.device_fingerprint if table is not None else None,
-        "reason": table_note,
-        "not_predicted": pred_reasons,
-        "note": "only derived nets (genotypes, crmef-*) are predicted",
-    }
-    meta["untrained"] = untrained
-    meta["size_notes"] = notes
-    meta["models"] = {r.name: {"source": r.source, "arch": yaml_safe(r.arch)} for r in models}
-    meta["latency"]["seconds_total"] = round(time.perf_counter() - t_start, 2)
-    df.attrs["meta"] = meta
     return df
+
+
+def _add_speedup(df: pd.DataFrame) -> tuple[list[str], str | None]:
+    """Fill ``df["speedup"]``: the fastest baseline's latency / each model's (NaN without a
+    baseline). Returns the baselines' names and the fastest one's (None without one)."""
+    base = df[df["group"] == BASELINE_GROUP]
+    if not len(base):
+        df["speedup"] = float("nan")
+        return [], None
+    i = base["latency_ms"].idxmin()
+    df["speedup"] = float(df.loc[i, "latency_ms"]) / df["latency_ms"]
+    return [str(n) for n in base["name"]], str(df.loc[i, "name"])
 
 
 def _meta(
