@@ -17,7 +17,7 @@ many slots a parameter-free op wins, the derived genotype and every softmax weig
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -29,6 +29,22 @@ from nas.supernet import Supernet
 
 ORDERS = ("first", "second")
 """The alpha gradient's order: DARTS' first-order approximation or the unrolled step."""
+LossFn = Callable[[Batch], Tensor]
+"""``batch -> scalar``: the task loss of the supernet on a batch."""
+TermFn = Callable[[], Tensor]
+"""``() -> scalar``: a term added to the architecture objective (the latency term)."""
+
+
+class ArchSettings(Protocol):
+    """What :class:`Architect` reads from its settings (a :class:`nas.search.SearchConfig`):
+    the gradient ``order`` (:data:`ORDERS`), Adam's learning rate and weight decay on the
+    alphas, and the weight optimiser's SGD momentum and weight decay (for the virtual step)."""
+
+    order: str
+    a_lr: float
+    a_weight_decay: float
+    w_momentum: float
+    w_weight_decay: float
 
 
 class Architect:
@@ -36,52 +52,40 @@ class Architect:
 
     Args:
         net: the supernet; its :meth:`~nas.supernet.Supernet.arch_parameters` are stepped.
-        w_opt: the weight optimiser; the second-order step reads its learning rate (``xi``)
-            and SGD momentum buffers (it needs SGD there).
-        loss: ``batch -> scalar`` task loss of ``net`` on a batch (train and validation).
+        cfg: the settings (:class:`ArchSettings`); Adam on the alphas with betas
+            ``(0.5, 0.999)``, as DARTS.
+        loss: the task loss of ``net`` on a batch (train and validation).
         latency_term: ``() -> scalar`` latency term added to the validation loss (a zero
             tensor without a latency penalty).
-        order: ``"first"`` or ``"second"`` (see the module docstring).
-        lr, weight_decay: Adam's on the alphas (betas ``(0.5, 0.999)``, as DARTS).
-        w_momentum, w_weight_decay: the weight optimiser's, for the virtual step.
 
-    ``loss`` and ``latency_term`` are looked up at every call, so a caller may pass closures
-    that read state it changes later (the loss' criterion, the latency scale).
+    ``loss`` and ``latency_term`` are called anew at every step, so a caller may pass
+    closures that read state it changes later (the loss' criterion, the latency scale). As in
+    DARTS, the weight optimiser is an argument of :meth:`step`: the second-order step reads
+    its learning rate (``xi``) and SGD momentum buffers.
     """
 
     def __init__(
-        self,
-        net: Supernet,
-        w_opt: torch.optim.Optimizer,
-        loss: Callable[[Batch], Tensor],
-        latency_term: Callable[[], Tensor],
-        *,
-        order: str = "first",
-        lr: float = 1e-4,
-        weight_decay: float = 1e-3,
-        w_momentum: float = 0.9,
-        w_weight_decay: float = 3e-4,
+        self, net: Supernet, cfg: ArchSettings, loss: LossFn, latency_term: TermFn
     ) -> None:
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        if cfg.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {cfg.order!r}")
         self.net = net
-        self.w_opt = w_opt
         self.loss = loss
         self.latency_term = latency_term
-        self.order = order
-        self.w_momentum = w_momentum
-        self.w_weight_decay = w_weight_decay
+        self.order = cfg.order
+        self.w_momentum = cfg.w_momentum
+        self.w_weight_decay = cfg.w_weight_decay
         self.optimizer = torch.optim.Adam(
-            net.arch_parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=weight_decay
+            net.arch_parameters(), lr=cfg.a_lr, betas=(0.5, 0.999), weight_decay=cfg.a_weight_decay
         )
 
-    def step(self, batch: Batch, val_batch: Batch) -> float:
+    def step(self, batch: Batch, val_batch: Batch, w_opt: torch.optim.Optimizer) -> float:
         """One Adam step of the alphas on ``val_batch`` (``batch``: the training batch of the
-        virtual weight step, second order only); returns the validation loss (without the
-        latency term)."""
+        virtual weight step with ``w_opt``'s learning rate, second order only); returns the
+        validation loss (without the latency term)."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.order == "second":
-            val_loss = self.unrolled_grads(batch, val_batch)
+            val_loss = self.unrolled_grads(batch, val_batch, w_opt)
         else:
             val_loss = self.first_order_grads(val_batch)
         self.optimizer.step()
@@ -94,7 +98,7 @@ class Architect:
         (val_loss + self.latency_term()).backward(inputs=self.net.arch_parameters())
         return float(val_loss.detach())
 
-    def unrolled_grads(self, batch: Batch, val_batch: Batch) -> float:
+    def unrolled_grads(self, batch: Batch, val_batch: Batch, w_opt: torch.optim.Optimizer) -> float:
         """Second-order DARTS: set the alphas' ``.grad`` to
         ``grad_alpha L_val(w - xi grad_w L_train(w, alpha), alpha)`` (+ the latency term's).
 
@@ -105,8 +109,8 @@ class Architect:
         """
         weights = self.net.weight_parameters()
         alphas = self.net.arch_parameters()
-        xi = self.w_opt.param_groups[0]["lr"]
-        backup = self._virtual_step(batch, weights, xi)
+        xi = w_opt.param_groups[0]["lr"]
+        backup = self._virtual_step(batch, weights, w_opt)
         val_loss = self.loss(val_batch)
         objective = val_loss + self.latency_term()
         out = torch.autograd.grad(objective, alphas + weights, allow_unused=True)
@@ -122,15 +126,19 @@ class Architect:
             a.grad = da - xi * (gp - gn) / (2 * r)
         return float(val_loss.detach())
 
-    def _virtual_step(self, batch: Batch, weights: list[Tensor], xi: float) -> list[Tensor]:
-        """Move ``weights`` in place by one SGD step (momentum, weight decay) on ``batch``;
-        returns copies of the weights before it."""
+    def _virtual_step(
+        self, batch: Batch, weights: list[Tensor], w_opt: torch.optim.Optimizer
+    ) -> list[Tensor]:
+        """Move ``weights`` in place by one SGD step of ``w_opt`` (its learning rate and
+        momentum buffers, weight decay) on ``batch``; returns copies of the weights before
+        it."""
+        xi = w_opt.param_groups[0]["lr"]
         grads = torch.autograd.grad(self.loss(batch), weights, allow_unused=True)
         backup = [p.detach().clone() for p in weights]
         with torch.no_grad():
             for p, g in zip(weights, grads):
                 step = (g if g is not None else torch.zeros_like(p)) + self.w_weight_decay * p
-                buf = self.w_opt.state.get(p, {}).get("momentum_buffer")
+                buf = w_opt.state.get(p, {}).get("momentum_buffer")
                 if buf is not None:
                     step = step + self.w_momentum * buf
                 p.sub_(xi * step)

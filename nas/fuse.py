@@ -28,10 +28,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from nas import tiling
 from nas.accel import prepare_inference
 from nas.cli import add_device
 from nas.data.io import ImageReadError, PairSizeError, load_image, save_image
-from nas.tiling import (
+from nas.tiling import (  # noqa: F401 - re-exported (nas.fuse was their home)
     ALL_RULE,
     DEFAULT_ALIGN,
     DEFAULT_OVERLAP,
@@ -51,26 +52,7 @@ from nas.tiling import (
     tile_weights,
 )
 
-__all__ = [
-    "ALL_RULE",
-    "DEFAULT_ALIGN",
-    "DEFAULT_OVERLAP",
-    "DEFAULT_STATS_MAX_PIXELS",
-    "DEFAULT_TILE",
-    "RULES",
-    "FuseError",
-    "FuseResult",
-    "fuse_classical",
-    "fuse_images",
-    "fuse_images_info",
-    "fuse_pair",
-    "global_norm_stats",
-    "main",
-    "mean_luminance",
-    "order_exposures",
-    "tile_spans",
-    "tile_weights",
-]
+__all__ = [*tiling.__all__, "main"]
 
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 """Output formats :func:`nas.data.io.save_image` writes."""

@@ -55,12 +55,7 @@ from nas.accel import autocast, channels_last_for, check_amp, configure_device, 
 from nas.architect import Architect, alpha_diagnostics, alpha_softmax
 from nas.cli import add_table_args, add_training_args, run_config_command
 from nas.config import to_dict
-from nas.derive import (  # noqa: F401 - load_search_run, predicted_latency: re-exported
-    derive_genotype,
-    derive_run,
-    load_search_run,
-    predicted_latency,
-)
+from nas.derive import derive_genotype, derive_run, load_search_run, predicted_latency  # noqa: F401 - re-exported
 from nas.engine import Batch, Engine, validation_scores
 from nas.latency.keys import MissingLatencyEntry
 from nas.losses import build_loss, build_objective, check_loss_data, set_loss_epoch
@@ -193,15 +188,7 @@ class SearchTask:
             self.w_opt, T_max=max(cfg.epochs, 1), eta_min=cfg.w_lr_min
         )
         self.architect = Architect(
-            self.net,
-            self.w_opt,
-            lambda b: self._task_loss(b),
-            lambda: self._latency_term(),
-            order=cfg.order,
-            lr=cfg.a_lr,
-            weight_decay=cfg.a_weight_decay,
-            w_momentum=cfg.w_momentum,
-            w_weight_decay=cfg.w_weight_decay,
+            self.net, cfg, lambda b: self._task_loss(b), lambda: self._latency_term()
         )
         self.criterion = build_objective(
             cfg.loss, cfg.loss_args, cfg.teacher, cfg.teacher_epochs
@@ -243,7 +230,7 @@ class SearchTask:
             if self.loss_ref is None:  # no warm-up: take the first validation loss
                 with torch.no_grad():
                     self.loss_ref = float(self._task_loss(val_batch))
-            logs["val_loss"] = self.architect.step(batch, val_batch)
+            logs["val_loss"] = self.architect.step(batch, val_batch, self.w_opt)
         self.w_opt.zero_grad(set_to_none=True)
         loss = self._weight_loss(batch)
         loss.backward(inputs=self.net.weight_parameters())
@@ -254,7 +241,7 @@ class SearchTask:
 
     def _unrolled_arch_grads(self, batch: Batch, val_batch: Batch) -> float:
         """Second-order DARTS alpha gradient (:meth:`nas.architect.Architect.unrolled_grads`)."""
-        return self.architect.unrolled_grads(batch, val_batch)
+        return self.architect.unrolled_grads(batch, val_batch, self.w_opt)
 
     @property
     def a_opt(self) -> torch.optim.Optimizer:

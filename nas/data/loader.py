@@ -386,38 +386,21 @@ def _real_dataset(
     """:func:`build_dataset`'s aligned dataset of real images of ``kind`` (``sice-*``,
     ``sequences`` or ``pairs``) at ``path``, cropped to ``base_crop``; the arguments as
     there."""
+    common: dict[str, Any] = dict(
+        crop=base_crop, augment=augment, ratios=ratios, seed=seed, max_side=max_side
+    )
+    common["on_error"] = on_error
     if kind.startswith("sice"):
-        return SICEDataset(
-            path,
-            split,
-            pair_mode="extreme" if pair_mode is None else pair_mode,
-            crop=base_crop,
-            augment=augment,
-            ratios=ratios,
-            seed=seed,
-            max_side=max_side,
-            skip_unlabelled=skip_unlabelled,
-            on_error=on_error,
-        )
-    elif kind == "sequences":
+        mode = "extreme" if pair_mode is None else pair_mode
+        return SICEDataset(path, split, pair_mode=mode, skip_unlabelled=skip_unlabelled, **common)
+    if kind == "sequences":
         mode = "random" if pair_mode is None else {"ev1": "middle"}.get(pair_mode, pair_mode)
         if mode not in SEQUENCE_PAIR_MODES:
             raise ValueError(
                 f"pair_mode {pair_mode!r} does not apply to the exposure sequences in "
                 f"'{path}': use one of {SEQUENCE_PAIR_MODES}"
             )
-        return SequenceFolder(
-            path,
-            split,
-            pair_mode=mode,
-            crop=base_crop,
-            augment=augment,
-            ratios=ratios,
-            seed=seed,
-            max_side=max_side,
-            cache=cache,
-            on_error=on_error,
-        )
+        return SequenceFolder(path, split, pair_mode=mode, cache=cache, **common)
     if split == "train":
         logger.warning(
             "data '%s' is an unlabelled pair folder (no ground truth): it is meant for evaluation",

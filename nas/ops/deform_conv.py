@@ -289,9 +289,10 @@ def deform_conv2d(
         return _torchvision_ops().deform_conv2d(
             input, offset, weight, bias, (sh, sw), (ph, pw), (dh, dw), mask
         )
-    return _deform_conv2d_impl(
+    conv = _DeformConv(
         input, offset, weight, bias, mask, (sh, sw), (ph, pw), (dh, dw), og, groups, H_out, W_out
     )
+    return conv.run(input)
 
 
 def _base_positions(
@@ -334,7 +335,7 @@ def _sampling_table(
 ) -> tuple[Tensor, Tensor]:
     """Bilinear sampling table over the zero-framed pixel-row matrix, for a block of positions.
 
-    The pixel-row matrix (see :func:`_deform_conv2d_impl`) holds, for each of the
+    The pixel-row matrix (see :class:`_DeformConv`) holds, for each of the
     ``B * og * rep`` channel slices, the ``(H + 3) * (W + 3)`` pixels of the image framed by
     one zero row / column above / left and two below / right. Sample positions are clamped
     into ``[-1, H] x [-1, W]`` first: that leaves every sample that touches the image
@@ -353,7 +354,7 @@ def _sampling_table(
         m: ``(Bb, og, K, n)`` mask or ``None``.
         base_y, base_x: ``(K, n)`` undeformed sample positions of those output positions.
         plane0: index of the first image's planes in the pixel-row matrix.
-        rep: virtual groups per offset group (see :func:`_deform_conv2d_impl`).
+        rep: virtual groups per offset group (see :class:`_DeformConv`).
         n_rows: number of rows of the pixel-row matrix.
         out: optional ``(idx, wts)`` buffers of shape ``(Bb, n, og, rep, K, 4)`` to write into
             (only without ``differentiable``).
@@ -647,28 +648,6 @@ class _DeformConv:
                     o = out[b : b + 1, :, l0:l1]
                     self.project(rows, idx_all[r0:r1], wts_all[r0:r1], 1, o)
         return out.view(B, self.C_out, self.H_out, self.W_out)
-
-
-def _deform_conv2d_impl(
-    input: Tensor,
-    offset: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    mask: Tensor | None,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    og: int,
-    groups: int,
-    H_out: int,
-    W_out: int,
-) -> Tensor:
-    """The pure-PyTorch kernel of :func:`deform_conv2d` on checked arguments (shapes there):
-    ``(B, C_out, H_out, W_out)``. See :class:`_DeformConv`."""
-    conv = _DeformConv(
-        input, offset, weight, bias, mask, stride, padding, dilation, og, groups, H_out, W_out
-    )
-    return conv.run(input)
 
 
 def deform_conv2d_grid_sample(
