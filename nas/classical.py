@@ -148,7 +148,7 @@ class ClassicalModule(nn.Module):
     """``nn.Module`` adapter of a :class:`ClassicalFusion` (no parameters, any device).
 
     ``.to()``, ``.eval()``, ``deepcopy`` and ``parameters()`` work as for a network, so the
-    latency harness and the tiling of :mod:`nas.fuse` can run a classical method unchanged.
+    latency harness and the tiling of :mod:`nas.tiling` can run a classical method unchanged.
     """
 
     def __init__(self, method: ClassicalFusion) -> None:

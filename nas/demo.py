@@ -147,8 +147,8 @@ def _fuse_example(model_ref: str, out: Path, device: str) -> None:
 
     from nas.data.io import save_image
     from nas.data.synthetic import expose
-    from nas.fuse import fuse_images
     from nas.models import resolve_model
+    from nas.tiling import fuse_images
 
     photo = torch.from_numpy(data.chelsea()).permute(2, 0, 1).float() / 255
     under = expose(photo, -2.0, gamma=2.2, shot=0.0, read=0.0)

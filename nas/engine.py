@@ -92,7 +92,10 @@ class Task(Protocol):
         ...
 
     def after_checkpoint(self, run: RunDir, epoch: int, row: dict[str, Any]) -> None:
-        """Per-epoch outputs written next to the checkpoint (genotype, best weights, ...)."""
+        """Per-epoch outputs written next to the checkpoint (genotype, best weights, ...) and
+        the task state they update (the best score). Called after the epoch's metrics are
+        written and *before* its ``last.pt``, so that ``last.pt`` holds that state (a resumed
+        run knows the best score so far); a run stopped in between redoes the epoch."""
         ...
 
     def progress(self) -> dict[str, Any]:
@@ -219,6 +222,8 @@ class Engine:
             if not is_main():  # data-parallel: rank 0 alone writes
                 continue
             self.run.write_metrics(rows)
+            # the hook first: it updates task state (the best score) that last.pt must hold
+            self.task.after_checkpoint(self.run, epoch, row)
             self.run.save_checkpoint(
                 {
                     "epoch": epoch,
@@ -227,7 +232,6 @@ class Engine:
                     "val_epoch": self._val_epoch,
                 }
             )
-            self.task.after_checkpoint(self.run, epoch, row)
             print(_summary(row, self.epochs), flush=True)
         return rows
 

@@ -53,6 +53,7 @@ import dataclasses
 import math
 import sys
 import time
+import typing
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -101,6 +102,7 @@ __all__ = [
     "markdown_table",
     "model_group",
     "search_eta",
+    "settings_from_args",
     "write_eval",
 ]
 
@@ -294,6 +296,41 @@ def evaluate_models(
     else:
         preds, pred_reasons = [float("nan")] * len(models), {}
 
+    df = _result_frame(models, quality, sizes, stats, preds, n_img)
+    base_names, fastest = _add_speedup(df)
+    meta = _meta(s, dev, n_threads, profile, data_kind, n_img, has_gt)
+    meta["speedup"] = {
+        "definition": "latency_ms(fastest baseline) / latency_ms(model); > 1 is faster",
+        "baselines": base_names,
+        "reference": fastest,
+        "note": None if fastest else "no baseline (non-crmef registry model) evaluated",
+    }
+    meta["predicted_latency"] = {
+        "table": str(table.path) if table is not None and table.path else None,
+        "table_device": table.device_fingerprint if table is not None else None,
+        "reason": table_note,
+        "not_predicted": pred_reasons,
+        "note": "only derived nets (genotypes, crmef-*) are predicted",
+    }
+    meta["untrained"] = untrained
+    meta["size_notes"] = notes
+    meta["models"] = {r.name: {"source": r.source, "arch": yaml_safe(r.arch)} for r in models}
+    meta["latency"]["seconds_total"] = round(time.perf_counter() - t_start, 2)
+    df.attrs["meta"] = meta
+    return df
+
+
+def _result_frame(
+    models: Sequence[ResolvedModel],
+    quality: Sequence[Mapping[str, float]],
+    sizes: Sequence[Mapping[str, Any]],
+    stats: Sequence[Any],
+    preds: Sequence[float],
+    n_img: int,
+) -> pd.DataFrame:
+    """One :data:`COLUMNS` row per model (``speedup`` still NaN) from the measurements:
+    quality metrics, size counts (``Int64``, ``<NA>`` where a counter failed), measured
+    latency statistics and the predicted latency."""
     rows = []
     for r, q, size, st, pr in zip(models, quality, sizes, stats, preds):
         row: dict[str, Any] = {
@@ -318,34 +355,19 @@ def evaluate_models(
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     for c in ("params", "macs", "flops", "images"):
         df[c] = df[c].round().astype("Int64")  # counts; <NA> where a counter failed
-    base = df[df["group"] == BASELINE_GROUP]
-    fastest = None
-    if len(base):
-        i = base["latency_ms"].idxmin()
-        fastest = str(df.loc[i, "name"])
-        df["speedup"] = float(df.loc[i, "latency_ms"]) / df["latency_ms"]
-    else:
-        df["speedup"] = float("nan")
-    meta = _meta(s, dev, n_threads, profile, data_kind, n_img, has_gt)
-    meta["speedup"] = {
-        "definition": "latency_ms(fastest baseline) / latency_ms(model); > 1 is faster",
-        "baselines": [str(n) for n in base["name"]],
-        "reference": fastest,
-        "note": None if fastest else "no baseline (non-crmef registry model) evaluated",
-    }
-    meta["predicted_latency"] = {
-        "table": str(table.path) if table is not None and table.path else None,
-        "table_device": table.device_fingerprint if table is not None else None,
-        "reason": table_note,
-        "not_predicted": pred_reasons,
-        "note": "only derived nets (genotypes, crmef-*) are predicted",
-    }
-    meta["untrained"] = untrained
-    meta["size_notes"] = notes
-    meta["models"] = {r.name: {"source": r.source, "arch": yaml_safe(r.arch)} for r in models}
-    meta["latency"]["seconds_total"] = round(time.perf_counter() - t_start, 2)
-    df.attrs["meta"] = meta
     return df
+
+
+def _add_speedup(df: pd.DataFrame) -> tuple[list[str], str | None]:
+    """Fill ``df["speedup"]``: the fastest baseline's latency / each model's (NaN without a
+    baseline). Returns the baselines' names and the fastest one's (None without one)."""
+    base = df[df["group"] == BASELINE_GROUP]
+    if not len(base):
+        df["speedup"] = float("nan")
+        return [], None
+    i = base["latency_ms"].idxmin()
+    df["speedup"] = float(df.loc[i, "latency_ms"]) / df["latency_ms"]
+    return [str(n) for n in base["name"]], str(df.loc[i, "name"])
 
 
 def _meta(
@@ -520,6 +542,72 @@ def write_eval(df: pd.DataFrame, out_dir: str | Path, argv: Sequence[str] | None
 # --- CLI ---------------------------------------------------------------------------------
 
 
+_SETTINGS_FLAGS: dict[str, dict[str, Any]] = {
+    "data": {"help": "'synthetic' or a data path"},
+    "split": {"choices": ["train", "val", "test", "all"]},
+    "max_images": {"help": "evaluate at most N images"},
+    "batch_size": {"flag": "--batch", "help": "images per batch for quality"},
+    "misaligned": {"help": "misaligned evaluation data"},
+    "reps": {"help": "timed calls per model (all rounds)"},
+    "rounds": {"help": "interleaved passes over all models"},
+    "warmup": {"help": "untimed calls per model"},
+    "threads": {"help": "CPU threads while timing (default: torch's)"},
+    "allow_untrained": {"help": "evaluate untrained models (flagged) instead of refusing them"},
+    "channels": {"help": "width of crmef-* registry models"},
+}
+"""Per :class:`EvalSettings` field, what its option has beyond what the field gives (the flag
+``--<field-name>``, type and default): another flag name (``flag``), ``help``, ``choices``."""
+
+
+def _scalar_type(hint: Any) -> type:
+    """``bool``, ``int``, ``float`` or ``str``: the option type of a field annotated ``hint``
+    (``int | None`` -> ``int``, ``str | Path`` -> ``str``)."""
+    kinds = [t for t in (typing.get_args(hint) or (hint,)) if t is not type(None)]
+    for kind in (bool, int, float):
+        if kind in kinds:
+            return kind
+    return str
+
+
+def add_settings_args(p: argparse.ArgumentParser) -> None:
+    """One option per :class:`EvalSettings` field, its default the field's: ``--<name>``
+    (``_`` as ``-``; ``--batch`` for ``batch_size``), ``store_true`` for booleans; ``crop``
+    with its alternative ``--full`` (full images), ``device`` by :func:`nas.cli.add_device`,
+    ``latency_table`` / ``allow_foreign_table`` by :func:`nas.cli.add_table_args`.
+    :func:`settings_from_args` reads them back."""
+    hints = typing.get_type_hints(EvalSettings)
+    for f in dataclasses.fields(EvalSettings):
+        if f.name == "crop":
+            g = p.add_mutually_exclusive_group()
+            g.add_argument(
+                "--crop",
+                type=int,
+                default=f.default,
+                help=f"central crop size (default {f.default})",
+            )
+            g.add_argument("--full", action="store_true", help="full images (one per batch)")
+        elif f.name == "device":
+            add_device(p)
+        elif f.name == "latency_table":
+            add_table_args(p, "table CSV for the predicted latency")
+        elif f.name != "allow_foreign_table":  # added with latency_table
+            kw = dict(_SETTINGS_FLAGS.get(f.name, {}))
+            flag = kw.pop("flag", "--" + f.name.replace("_", "-"))
+            kind = _scalar_type(hints[f.name])
+            if kind is bool:
+                kw["action"] = "store_true"
+            elif kind is not str:
+                kw["type"] = kind
+            p.add_argument(flag, dest=f.name, default=f.default, **kw)
+
+
+def settings_from_args(args: argparse.Namespace) -> EvalSettings:
+    """The :class:`EvalSettings` of options added by :func:`add_settings_args`."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(EvalSettings)}
+    values["crop"] = None if args.full else args.crop
+    return EvalSettings(**values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nas.mefb import DEFAULT_TILE_ABOVE_MP, MEFB_TABLE_FILE
 
@@ -535,31 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_OR_NAME",
         help="registry names, genotype .yaml, search/training run folders or model .pt files",
     )
-    p.add_argument("--data", default="synthetic", help="'synthetic' or a data path")
-    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--crop", type=int, default=128, help="central crop size (default 128)")
-    g.add_argument("--full", action="store_true", help="full images (one per batch)")
-    p.add_argument("--max-images", dest="max_images", type=int, help="evaluate at most N images")
-    p.add_argument("--batch", type=int, default=4, help="images per batch for quality")
-    p.add_argument("--misaligned", action="store_true", help="misaligned evaluation data")
-    p.add_argument("--channels", type=int, help="width of crmef-* registry models")
-    add_device(p)
-    p.add_argument("--latency-size", dest="latency_size", type=int, default=128)
-    p.add_argument("--latency-batch", dest="latency_batch", type=int, default=1)
-    p.add_argument("--reps", type=int, default=50, help="timed calls per model (all rounds)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved passes over all models")
-    p.add_argument("--warmup", type=int, default=5, help="untimed calls per model")
-    p.add_argument("--threads", type=int, help="CPU threads while timing (default: torch's)")
-    add_table_args(p, "table CSV for the predicted latency")
-    p.add_argument("--seed", type=int, default=0)
+    add_settings_args(p)
     p.add_argument("--out", help="output folder (default: results/eval/<model names>)")
-    p.add_argument(
-        "--allow-untrained",
-        dest="allow_untrained",
-        action="store_true",
-        help="evaluate untrained models (flagged) instead of refusing them",
-    )
     add_progress(p, "--quiet")
     m = p.add_argument_group(
         "--protocol mefb",
@@ -633,26 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="WARNING: untrained")
-            settings = EvalSettings(
-                data=args.data,
-                split=args.split,
-                crop=None if args.full else args.crop,
-                max_images=args.max_images,
-                batch_size=args.batch,
-                misaligned=args.misaligned,
-                device=args.device,
-                latency_size=args.latency_size,
-                latency_batch=args.latency_batch,
-                reps=args.reps,
-                rounds=args.rounds,
-                warmup=args.warmup,
-                threads=args.threads,
-                allow_untrained=args.allow_untrained,
-                latency_table=args.latency_table,
-                allow_foreign_table=args.allow_foreign_table,
-                seed=args.seed,
-                channels=args.channels,
-            )
+            settings = settings_from_args(args)
             df = evaluate_models(args.models, settings, log=log)
         out = Path(args.out) if args.out else default_out_dir(list(df["name"]))
         paths = write_eval(df, out, argv)

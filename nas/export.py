@@ -65,8 +65,8 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from nas.derive import derive_run
 from nas.runs import RunError
-from nas.search import derive_run
 from nas.utils import atomic_write, atomic_write_text
 
 # --- deployable exports ------------------------------------------------------------------

@@ -10,7 +10,7 @@ MEFB's no-reference evaluation on a folder of real pairs (:func:`evaluate_folder
     python -m nas.evaluate --protocol mefb --data ../shared/data/mefb \
         --models mertens average results/runs/train-... --out results/mefb/eval
 
-Every pair at full resolution (no crop; networks tiled through :func:`nas.fuse.fuse_pair`
+Every pair at full resolution (no crop; networks tiled through :func:`nas.tiling.fuse_pair`
 only above ``--tile-above`` MP, default 1.0, so MEFB's pairs run whole); per pair MEF-SSIM and
 Q^AB/F exactly as MEFB computes them (:func:`pair_metrics`: fused output quantised to 8 bits,
 sources in MEFB's A, B order) plus PSNR/SSIM where the scene has a ``gt``; inference time per
@@ -27,6 +27,7 @@ write fused PNGs. A bad folder (an image without its partner, ...) is a one-line
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import time
@@ -233,7 +234,7 @@ def _fuse_one(
     overlap: int,
 ) -> tuple[torch.Tensor, bool]:
     """One pair through one model, whole or tiled (networks above ``tile_above_px`` only)."""
-    from nas.fuse import fuse_pair
+    from nas.tiling import fuse_pair
 
     if r.classical:
         return r.model.fuse(under, over), False
@@ -247,25 +248,75 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._#+-]+", "_", name.replace("/", "__")).strip("_") or "x"
 
 
+@dataclass
+class FolderSettings:
+    """How :func:`evaluate_folder` evaluates a folder of pairs (checked on construction).
+
+    Attributes:
+        max_pairs: only the first N scenes (after ``scenes``).
+        scenes: only these scene names (in this order).
+        device: ``cpu``, ``cuda``, ``cuda:N``, ``auto``; None: CUDA when present.
+        threads: CPU threads for torch and OpenCV (default: torch's current setting).
+        tile_above_mp: tile networks on images above this many megapixels (0: always tile
+            images larger than ``tile``; ``inf``: never).
+        tile, overlap: tile side and overlap (None: :mod:`nas.tiling`'s 512 / 64).
+        allow_untrained: evaluate untrained networks (flagged) instead of refusing them.
+        channels: width of the registry models given by name that have one.
+        mefb_table: MEFB's published table: None (``<data>/mefb_table.json`` if present),
+            False (none) or a path.
+        save_fused: write fused outputs as ``<save_fused>/<model>/<scene>.png`` (8-bit).
+        save_names: only these scenes' outputs (default: all evaluated scenes).
+        seed: torch seed before the models are built.
+    """
+
+    max_pairs: int | None = None
+    scenes: Sequence[str] | None = None
+    device: str | torch.device | None = None
+    threads: int | None = None
+    tile_above_mp: float = DEFAULT_TILE_ABOVE_MP
+    tile: int | None = None
+    overlap: int | None = None
+    allow_untrained: bool = False
+    channels: int | None = None
+    mefb_table: str | Path | bool | None = None
+    save_fused: str | Path | None = None
+    save_names: Sequence[str] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from nas.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+
+        self.tile = DEFAULT_TILE if self.tile is None else int(self.tile)
+        self.overlap = DEFAULT_OVERLAP if self.overlap is None else int(self.overlap)
+        tile, overlap = self.tile, self.overlap
+        if tile < 0 or overlap < 0 or (tile > 0 and overlap >= tile):
+            raise ValueError(f"need tile >= 0 and 0 <= overlap < tile; got {tile}, {overlap}")
+        if not (self.tile_above_mp >= 0):
+            raise ValueError(f"tile_above_mp must be >= 0, got {self.tile_above_mp}")
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ValueError(f"max_pairs must be >= 1, got {self.max_pairs}")
+
+    @property
+    def tile_above_px(self) -> float:
+        """:attr:`tile_above_mp` in pixels."""
+        return float(self.tile_above_mp) * 1e6
+
+    def resolved_threads(self) -> int:
+        """:attr:`threads`, or torch's current setting; at least 1 (else ValueError)."""
+        n = torch.get_num_threads() if self.threads is None else int(self.threads)
+        if n < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        return n
+
+
 def evaluate_folder(
     refs: Sequence[str | Path | ResolvedModel],
     data: str | Path,
+    settings: FolderSettings | None = None,
     *,
-    max_pairs: int | None = None,
-    scenes: Sequence[str] | None = None,
-    device: str | torch.device | None = None,
-    threads: int | None = None,
-    tile_above_mp: float = DEFAULT_TILE_ABOVE_MP,
-    tile: int | None = None,
-    overlap: int | None = None,
-    allow_untrained: bool = False,
-    channels: int | None = None,
     model_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-    mefb_table: str | Path | bool | None = None,
-    save_fused: str | Path | None = None,
-    save_names: Sequence[str] | None = None,
-    seed: int = 0,
     log: Log | None = None,
+    **fields: Any,
 ) -> FolderEval:
     """MEFB's no-reference protocol on a folder of exposure pairs (``--protocol mefb``).
 
@@ -273,7 +324,7 @@ def evaluate_folder(
     ``<scene>/A|B.*`` or ``<scene>/under|over(|gt).*``) at full resolution, no crop. Each
     model fuses ``(under, over)`` -- the two images ordered by mean luminance -- on
     ``device``; networks run on the whole image up to ``tile_above_mp`` megapixels and through
-    :func:`nas.fuse.fuse_pair`'s tiling above it; classical methods always whole. Per pair:
+    :func:`nas.tiling.fuse_pair`'s tiling above it; classical methods always whole. Per pair:
     :func:`pair_metrics` (MEF-SSIM and Q^AB/F as MEFB computes them, with the sources in file
     order A, B; PSNR/SSIM where a ``gt`` exists) and the inference time (``time_ms``: the
     fusion call alone, inputs already on the device, ``cuda.synchronize`` before and after on
@@ -288,146 +339,225 @@ def evaluate_folder(
     Args:
         refs: model references (``mertens``, ``average``, registry names, runs, files).
         data: the folder.
-        max_pairs: only the first N scenes (after ``scenes``).
-        scenes: only these scene names (in this order).
-        device: ``cpu``, ``cuda``, ``cuda:N``; None: CUDA when present.
-        threads: CPU threads for torch and OpenCV (default: torch's current setting).
-        tile_above_mp: tile networks on images above this many megapixels (0: always tile
-            images larger than ``tile``; ``inf``: never).
-        tile, overlap: tile side and overlap (default: :mod:`nas.fuse`'s 512 / 64).
-        allow_untrained: evaluate untrained networks (flagged) instead of refusing them.
-        channels, model_kwargs: as :func:`evaluate_models`.
-        mefb_table: MEFB's published table: None (``<data>/mefb_table.json`` if present),
-            False (none) or a path.
-        save_fused: write fused outputs as ``<save_fused>/<model>/<scene>.png`` (8-bit).
-        save_names: only these scenes' outputs (default: all evaluated scenes).
-        seed: torch seed before the models are built.
+        settings: how (default :class:`FolderSettings`); ``fields`` (its field names:
+            ``max_pairs``, ``scenes``, ``device``, ``threads``, ``tile_above_mp``, ``tile``,
+            ``overlap``, ``allow_untrained``, ``channels``, ``mefb_table``, ``save_fused``,
+            ``save_names``, ``seed``) override it.
+        model_kwargs: as :func:`nas.evaluate.evaluate_models`.
         log: progress messages.
 
     Raises:
         ModelRefError, UntrainedModelError, ValueError (bad folder, a missing partner naming
-        the file, a scene too small, unknown names), FileNotFoundError, PairSizeError.
+        the file, a scene too small, unknown names, bad settings), FileNotFoundError,
+        PairSizeError.
     """
-    from nas.data.scenes import find_scenes, load_scene, select_scenes
     from nas.flops import count_params
-    from nas.fuse import DEFAULT_OVERLAP, DEFAULT_TILE
     from nas.latency import device_info, resolve_device
     from nas.latency.timing import pinned_threads
 
+    s = dataclasses.replace(settings or FolderSettings(), **fields)
     log = log or quiet
-    tile = DEFAULT_TILE if tile is None else int(tile)
-    overlap = DEFAULT_OVERLAP if overlap is None else int(overlap)
-    if tile < 0 or overlap < 0 or (tile > 0 and overlap >= tile):
-        raise ValueError(f"need tile >= 0 and 0 <= overlap < tile; got {tile}, {overlap}")
-    if not (tile_above_mp >= 0):
-        raise ValueError(f"tile_above_mp must be >= 0, got {tile_above_mp}")
-    if max_pairs is not None and max_pairs < 1:
-        raise ValueError(f"max_pairs must be >= 1, got {max_pairs}")
     if str(data) == "synthetic":
         raise ValueError("the mefb protocol needs --data FOLDER of exposure pairs")
     root = Path(data)
-    dev = resolve_device(None if str(device) == "auto" else device)
-    n_threads = torch.get_num_threads() if threads is None else int(threads)
-    if n_threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    dev = resolve_device(None if str(s.device) == "auto" else s.device)
+    n_threads = s.resolved_threads()
+    n_found, chosen, save_set = _choose_scenes(root, s)
+    table_path = _published_table_path(root, s.mefb_table)
+    published = load_mefb_table(table_path) if table_path is not None else None
+
+    torch.manual_seed(s.seed)
+    models = resolve_models(refs, s.channels, model_kwargs)
+    untrained = check_trained(models, s.allow_untrained, log)
+    nets = [r.module().to(dev).eval() for r in models]
+    params = [0 if r.classical else int(count_params(net)) for r, net in zip(models, nets)]
+    t_start = time.perf_counter()
+    with pinned_threads(n_threads), _opencv_threads(n_threads), torch.inference_mode():
+        run = _evaluate_pairs(models, nets, chosen, dev, s, save_set, log)
+    timing = {
+        "sync": "torch.cuda.synchronize before and after" if dev.type == "cuda" else None,
+        "warmup_seconds": round(run.warm_s, 3),
+        "threads": n_threads,
+        "seconds_total": round(time.perf_counter() - t_start, 2),
+    }
+    pairs = pd.DataFrame(run.rows, columns=list(PAIR_COLUMNS))
+    info = device_info(dev, n_threads)
+    summary = _summary_frame(models, params, pairs, published, info["device_fingerprint"])
+    meta = _folder_meta(data, s, info, chosen, n_found, pairs, timing, table_path, published)
+    meta.update(
+        seed=s.seed,
+        untrained=untrained,
+        saved_fused=run.saved,
+        models={
+            r.name: {"source": r.source, "arch": yaml_safe(r.arch), "params": n}
+            for r, n in zip(models, params)
+        },
+    )
+    return FolderEval(summary, pairs, published, meta)
+
+
+def _choose_scenes(root: Path, s: FolderSettings) -> tuple[int, list[Any], set[str] | None]:
+    """``(scenes found, scenes evaluated, names whose fused output is saved or None)``."""
+    from nas.data.scenes import find_scenes, select_scenes
 
     found = find_scenes(root)
-    n_found = len(found)
-    chosen = select_scenes(found, scenes) if scenes else list(found)
-    if max_pairs is not None:
-        chosen = chosen[:max_pairs]
+    chosen = select_scenes(found, s.scenes) if s.scenes else list(found)
+    if s.max_pairs is not None:
+        chosen = chosen[: s.max_pairs]
     save_set: set[str] | None = None
-    if save_names and save_fused is None:
+    if s.save_names and s.save_fused is None:
         raise ValueError("save_names (--save-names) needs save_fused (--save-fused DIR)")
-    if save_fused is not None:
-        names = {s.name for s in chosen}
-        save_set = set(save_names) if save_names else names
+    if s.save_fused is not None:
+        names = {scene.name for scene in chosen}
+        save_set = set(s.save_names) if s.save_names else names
         unknown = sorted(save_set - names)
         if unknown:
             raise ValueError(f"--save-names {unknown} are not among the evaluated scenes")
+    return len(found), chosen, save_set
 
-    table_path: Path | None = None
+
+def _published_table_path(root: Path, mefb_table: str | Path | bool | None) -> Path | None:
+    """MEFB's published table to read: ``mefb_table``, else ``<root>/mefb_table.json`` when
+    it exists (``mefb_table`` None), or None (``mefb_table`` False)."""
     if mefb_table is None:
         auto = root / MEFB_TABLE_FILE
-        table_path = auto if auto.is_file() else None
-    elif mefb_table is not False:
-        table_path = Path(str(mefb_table))
-    published = load_mefb_table(table_path) if table_path is not None else None
+        return auto if auto.is_file() else None
+    if mefb_table is not False:
+        return Path(str(mefb_table))
+    return None
 
-    torch.manual_seed(seed)
-    models = resolve_models(refs, channels, model_kwargs)
-    untrained = check_trained(models, allow_untrained, log)
-    nets = [r.module().to(dev).eval() for r in models]
-    params = [0 if r.classical else int(count_params(net)) for r, net in zip(models, nets)]
-    tile_above_px = float(tile_above_mp) * 1e6
-    t_start = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    saved: list[str] = []
-    warm_s = 0.0
-    with pinned_threads(n_threads), _opencv_threads(n_threads), torch.inference_mode():
-        for i, scene in enumerate(chosen):
-            s = load_scene(scene)
-            a, b = s["a"][None].to(dev), s["b"][None].to(dev)
-            u, o = (a, b) if s["under"] is s["a"] else (b, a)
-            gt = s["gt"][None].to(dev) if "gt" in s else None
-            H, W = a.shape[-2:]
-            mp = H * W / 1e6
-            if i == 0:  # one untimed warm-up pair through every model
-                t_w = time.perf_counter()
-                for r, net in zip(models, nets):
-                    _fuse_one(r, net, u, o, dev, tile_above_px, tile, overlap)
-                sync(dev)
-                warm_s = time.perf_counter() - t_w
-            parts = []
+
+# --- timing: every pair through every model ------------------------------------------------
+
+
+@dataclass
+class _PairRun:
+    """What :func:`_evaluate_pairs` produced: per-pair rows, saved files, warm-up seconds."""
+
+    rows: list[dict[str, Any]]
+    saved: list[str]
+    warm_s: float
+
+
+def _evaluate_pairs(
+    models: Sequence[ResolvedModel],
+    nets: Sequence[torch.nn.Module],
+    chosen: Sequence[Any],
+    dev: torch.device,
+    s: FolderSettings,
+    save_set: set[str] | None,
+    log: Log,
+) -> _PairRun:
+    """Every scene through every model: one :data:`PAIR_COLUMNS` row per (model, scene), after
+    one untimed warm-up pass of the first scene through every model."""
+    from nas.data.scenes import load_scene
+
+    run = _PairRun([], [], 0.0)
+    for i, scene in enumerate(chosen):
+        sc = load_scene(scene)
+        a, b = sc["a"][None].to(dev), sc["b"][None].to(dev)  # (1, 3, H, W) in file order
+        u, o = (a, b) if sc["under"] is sc["a"] else (b, a)
+        gt = sc["gt"][None].to(dev) if "gt" in sc else None
+        H, W = a.shape[-2:]
+        if i == 0:  # one untimed warm-up pair through every model
+            t_w = time.perf_counter()
             for r, net in zip(models, nets):
-                sync(dev)
-                t0 = time.perf_counter()
-                try:
-                    fused, tiled = _fuse_one(r, net, u, o, dev, tile_above_px, tile, overlap)
-                    sync(dev)
-                except Exception as e:  # noqa: BLE001 - name the model and scene
-                    raise RuntimeError(
-                        f"model {r.name} failed on scene '{scene.name}' ({W}x{H}): "
-                        f"{type(e).__name__}: {e}"
-                    ) from e
-                dt = time.perf_counter() - t0
-                fused = fused.float().clamp(0.0, 1.0)
-                t1 = time.perf_counter()
-                try:
-                    m = pair_metrics(fused, a, b, gt)
-                except ValueError as e:
-                    raise ValueError(f"scene '{scene.name}': {e}") from None
-                sync(dev)
-                dm = time.perf_counter() - t1
-                if save_set is not None and scene.name in save_set:
-                    target = Path(save_fused) / _safe_name(r.name) / f"{_safe_name(scene.name)}.png"
-                    from nas.data.io import save_image
+                _fuse_one(r, net, u, o, dev, s.tile_above_px, s.tile, s.overlap)
+            sync(dev)
+            run.warm_s = time.perf_counter() - t_w
+        parts = []
+        for r, net in zip(models, nets):
+            fused, tiled, dt = _timed_fusion(r, net, u, o, dev, s, scene.name)
+            fused = fused.float().clamp(0.0, 1.0)
+            m, dm = _timed_metrics(fused, a, b, gt, dev, scene.name)
+            if save_set is not None and scene.name in save_set:
+                run.saved.append(_save_fused(fused, scene, r.name, s.save_fused))
+            mp = H * W / 1e6
+            run.rows.append(
+                {
+                    "model": r.name,
+                    "scene": scene.name,
+                    "layout": scene.layout,
+                    "height": int(H),
+                    "width": int(W),
+                    "megapixels": mp,
+                    "tiled": bool(tiled),
+                    **m,
+                    "time_ms": dt * 1e3,
+                    "ms_per_mp": dt * 1e3 / mp,
+                    "metrics_ms": dm * 1e3,
+                }
+            )
+            parts.append(f"{r.name} {m['mef_ssim']:.4f}/{m['qabf']:.4f} {dt * 1e3:.0f} ms")
+        log(f"[{i + 1}/{len(chosen)}] {scene.name} {W}x{H}: " + "; ".join(parts))
+    return run
 
-                    protected = [scene.a, scene.b] + ([scene.gt] if scene.gt else [])
-                    save_image(fused[0], target, protected=protected)
-                    saved.append(str(target))
-                rows.append(
-                    {
-                        "model": r.name,
-                        "scene": scene.name,
-                        "layout": scene.layout,
-                        "height": int(H),
-                        "width": int(W),
-                        "megapixels": mp,
-                        "tiled": bool(tiled),
-                        **m,
-                        "time_ms": dt * 1e3,
-                        "ms_per_mp": dt * 1e3 / mp,
-                        "metrics_ms": dm * 1e3,
-                    }
-                )
-                parts.append(f"{r.name} {m['mef_ssim']:.4f}/{m['qabf']:.4f} {dt * 1e3:.0f} ms")
-            log(f"[{i + 1}/{len(chosen)}] {scene.name} {W}x{H}: " + "; ".join(parts))
-    seconds = time.perf_counter() - t_start
-    pairs = pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
 
-    info = device_info(dev, n_threads)
-    fp = info["device_fingerprint"]
+def _timed_fusion(
+    r: ResolvedModel,
+    net: torch.nn.Module,
+    under: torch.Tensor,
+    over: torch.Tensor,
+    dev: torch.device,
+    s: FolderSettings,
+    scene: str,
+) -> tuple[torch.Tensor, bool, float]:
+    """``(fused (1, 3, H, W), tiled, seconds)`` of one fusion call, timed alone (the device
+    synchronised before and after); a failure names the model and the scene."""
+    sync(dev)
+    t0 = time.perf_counter()
+    try:
+        fused, tiled = _fuse_one(r, net, under, over, dev, s.tile_above_px, s.tile, s.overlap)
+        sync(dev)
+    except Exception as e:  # noqa: BLE001 - name the model and scene
+        H, W = under.shape[-2:]
+        raise RuntimeError(
+            f"model {r.name} failed on scene '{scene}' ({W}x{H}): {type(e).__name__}: {e}"
+        ) from e
+    return fused, tiled, time.perf_counter() - t0
+
+
+def _timed_metrics(
+    fused: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    gt: torch.Tensor | None,
+    dev: torch.device,
+    scene: str,
+) -> tuple[dict[str, float], float]:
+    """:func:`pair_metrics` of one fused ``(1, 3, H, W)`` image and the seconds they took."""
+    t1 = time.perf_counter()
+    try:
+        m = pair_metrics(fused, a, b, gt)
+    except ValueError as e:
+        raise ValueError(f"scene '{scene}': {e}") from None
+    sync(dev)
+    return m, time.perf_counter() - t1
+
+
+def _save_fused(fused: torch.Tensor, scene: Any, model: str, folder: str | Path | None) -> str:
+    """Write ``fused`` ``(1, 3, H, W)`` as ``<folder>/<model>/<scene>.png``; returns the path
+    (the scene's own images are protected from being overwritten)."""
+    from nas.data.io import save_image
+
+    target = Path(str(folder)) / _safe_name(model) / f"{_safe_name(scene.name)}.png"
+    protected = [scene.a, scene.b] + ([scene.gt] if scene.gt else [])
+    save_image(fused[0], target, protected=protected)
+    return str(target)
+
+
+# --- summary: one row per model, and what meta.yaml says -----------------------------------
+
+
+def _summary_frame(
+    models: Sequence[ResolvedModel],
+    params: Sequence[int],
+    pairs: pd.DataFrame,
+    published: pd.DataFrame | None,
+    fingerprint: str,
+) -> pd.DataFrame:
+    """One :data:`SUMMARY_COLUMNS` row per model from its per-pair rows (means; ``ms_per_mp``
+    = total time / total megapixels; ``mefb_rank`` among MEFB's published methods)."""
     has_gt = bool(pairs["psnr"].notna().any())
     summary_rows = []
     for r, n_par in zip(models, params):
@@ -454,14 +584,30 @@ def evaluate_folder(
                 "tiled_pairs": int(sub["tiled"].sum()),
                 "mefb_rank": rank,
                 "metrics_ms": float(sub["metrics_ms"].mean()),
-                "device": fp,
+                "device": fingerprint,
                 "source": r.source,
             }
         )
     summary = pd.DataFrame(summary_rows, columns=list(SUMMARY_COLUMNS))
     summary["mefb_rank"] = summary["mefb_rank"].astype("Int64")
+    return summary
+
+
+def _folder_meta(
+    data: str | Path,
+    s: FolderSettings,
+    info: dict[str, Any],
+    chosen: Sequence[Any],
+    n_found: int,
+    pairs: pd.DataFrame,
+    timing: dict[str, Any],
+    table_path: Path | None,
+    published: pd.DataFrame | None,
+) -> dict[str, Any]:
+    """What ``<stem>.meta.yaml`` says about the device, data, metrics, timing, tiling and
+    MEFB's table (``timing``: ``sync``, ``warmup_seconds``, ``threads``, ``seconds_total``)."""
     gt_pairs = int(pairs.loc[pairs["psnr"].notna(), "scene"].nunique())
-    meta: dict[str, Any] = {
+    return {
         "tool": "python -m nas.evaluate --protocol mefb",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "device": info,
@@ -472,8 +618,8 @@ def evaluate_folder(
             "scenes_found": n_found,
             "pairs": len(chosen),
             "subset": len(chosen) < n_found,
-            "max_pairs": max_pairs,
-            "layouts": sorted({s.layout for s in chosen}),
+            "max_pairs": s.max_pairs,
+            "layouts": sorted({scene.layout for scene in chosen}),
             "ground_truth_pairs": gt_pairs,
             "megapixels_total": round(sum(h * w for h, w in pair_sizes(pairs)) / 1e6, 4),
             "full_resolution": True,
@@ -489,18 +635,18 @@ def evaluate_folder(
         },
         "timing": {
             "what": "the fusion call only (inputs on the device; metrics timed apart)",
-            "sync": "torch.cuda.synchronize before and after" if dev.type == "cuda" else None,
+            "sync": timing["sync"],
             "warmup": "one pair (the first) through every model, untimed",
-            "warmup_seconds": round(warm_s, 3),
+            "warmup_seconds": timing["warmup_seconds"],
             "ms_per_mp": "total time / total megapixels per model",
-            "threads": n_threads,
-            "opencv_threads": n_threads,
-            "seconds_total": round(seconds, 2),
+            "threads": timing["threads"],
+            "opencv_threads": timing["threads"],
+            "seconds_total": timing["seconds_total"],
         },
         "tiling": {
-            "above_megapixels": tile_above_mp,
-            "tile": tile,
-            "overlap": overlap,
+            "above_megapixels": s.tile_above_mp,
+            "tile": s.tile,
+            "overlap": s.overlap,
             "how": "nas.fuse.fuse_pair (networks only; classical methods run whole)",
         },
         "published": {
@@ -508,15 +654,7 @@ def evaluate_folder(
             "methods": 0 if published is None else len(published),
             "note": "MEFB's means over its 100 pairs, computed by its MATLAB code",
         },
-        "seed": seed,
-        "untrained": untrained,
-        "saved_fused": saved,
-        "models": {
-            r.name: {"source": r.source, "arch": yaml_safe(r.arch), "params": n}
-            for r, n in zip(models, params)
-        },
     }
-    return FolderEval(summary, pairs, published, meta)
 
 
 def merge_folder_evals(results: Sequence[FolderEval], jobs: int = 1) -> FolderEval:

@@ -50,7 +50,6 @@ their best weighted op.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,24 +57,18 @@ from typing import Any
 import torch
 
 from nas.accel import autocast, channels_last_for, check_amp, configure_device, to_memory_format
+from nas.architect import Architect, alpha_diagnostics, alpha_softmax
 from nas.cli import add_table_args, add_training_args, run_config_command
 from nas.config import to_dict
+from nas.derive import derive_genotype, derive_run, load_search_run, predicted_latency  # noqa: F401 - re-exported
 from nas.engine import Batch, Engine, validation_scores
-from nas.genotype import Genotype, derive, extract
 from nas.latency.keys import MissingLatencyEntry
 from nas.losses import build_loss, build_objective, check_loss_data, set_loss_epoch
-from nas.ops import get_op_spec
 from nas.plot import alpha_frame, draw_alpha_heatmap
-from nas.runs import Run, RunConfig, RunDir, RunError
+from nas.runs import RunConfig, RunDir
 from nas.space import SearchSpace, load_space
 from nas.supernet import Supernet, make_supernet
-from nas.utils import (
-    atomic_torch_save,
-    atomic_write_text,
-    parse_size,
-    resolve_device,
-    seed_everything,
-)
+from nas.utils import parse_size, resolve_device, seed_everything
 
 
 @dataclass
@@ -169,7 +162,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class SearchTask:
-    """One bi-level DARTS step per batch; see the module docstring."""
+    """One bi-level DARTS step per batch; see the module docstring.
+
+    The architecture step is :attr:`architect`'s (:class:`nas.architect.Architect`); this
+    task adds the weight step, the latency term and the engine protocol around it.
+    """
 
     def __init__(
         self,
@@ -200,11 +197,8 @@ class SearchTask:
         self.w_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.w_opt, T_max=max(cfg.epochs, 1), eta_min=cfg.w_lr_min
         )
-        self.a_opt = torch.optim.Adam(
-            supernet.arch_parameters(),
-            lr=cfg.a_lr,
-            betas=(0.5, 0.999),
-            weight_decay=cfg.a_weight_decay,
+        self.architect = Architect(
+            self.net, cfg, lambda b: self._task_loss(b), lambda: self._latency_term()
         )
         self.criterion = build_objective(
             cfg.loss, cfg.loss_args, cfg.teacher, cfg.teacher_epochs
@@ -246,14 +240,7 @@ class SearchTask:
             if self.loss_ref is None:  # no warm-up: take the first validation loss
                 with torch.no_grad():
                     self.loss_ref = float(self._task_loss(val_batch))
-            self.a_opt.zero_grad(set_to_none=True)
-            if self.cfg.order == "second":
-                logs["val_loss"] = self._unrolled_arch_grads(batch, val_batch)
-            else:
-                val_loss = self._task_loss(val_batch)
-                (val_loss + self._latency_term()).backward(inputs=self.net.arch_parameters())
-                logs["val_loss"] = float(val_loss.detach())
-            self.a_opt.step()
+            logs["val_loss"] = self.architect.step(batch, val_batch, self.w_opt)
         self.w_opt.zero_grad(set_to_none=True)
         loss = self._weight_loss(batch)
         loss.backward(inputs=self.net.weight_parameters())
@@ -263,48 +250,13 @@ class SearchTask:
         return logs
 
     def _unrolled_arch_grads(self, batch: Batch, val_batch: Batch) -> float:
-        """Second-order DARTS: grad_alpha L_val(w - xi grad_w L_train(w, alpha), alpha).
+        """Second-order DARTS alpha gradient (:meth:`nas.architect.Architect.unrolled_grads`)."""
+        return self.architect.unrolled_grads(batch, val_batch, self.w_opt)
 
-        The implicit term ``-xi * H_{alpha,w} grad_{w'} L_val`` is the finite difference
-        ``(grad_alpha L_train(w+) - grad_alpha L_train(w-)) / (2 r)`` with
-        ``w± = w ± r grad_{w'} L_val`` and ``r = 0.01 / ||grad_{w'} L_val||`` (Liu et al. 2019).
-        """
-        weights = self.net.weight_parameters()
-        alphas = self.net.arch_parameters()
-        xi = self.w_opt.param_groups[0]["lr"]
-        wd = self.cfg.w_weight_decay
-        grads = torch.autograd.grad(self._task_loss(batch), weights, allow_unused=True)
-        backup = [p.detach().clone() for p in weights]
-        with torch.no_grad():
-            for p, g in zip(weights, grads):
-                step = (g if g is not None else torch.zeros_like(p)) + wd * p
-                buf = self.w_opt.state.get(p, {}).get("momentum_buffer")
-                if buf is not None:
-                    step = step + self.cfg.w_momentum * buf
-                p.sub_(xi * step)
-        val_loss = self._task_loss(val_batch)
-        objective = val_loss + self._latency_term()
-        out = torch.autograd.grad(objective, alphas + weights, allow_unused=True)
-        d_alpha = [g if g is not None else torch.zeros_like(a) for g, a in zip(out, alphas)]
-        d_w = [
-            g if g is not None else torch.zeros_like(p) for g, p in zip(out[len(alphas) :], weights)
-        ]
-        r = 0.01 / (torch.cat([g.flatten() for g in d_w]).norm() + 1e-12)
-
-        def alpha_grads(sign: float) -> list[torch.Tensor]:
-            with torch.no_grad():
-                for p, b, g in zip(weights, backup, d_w):
-                    p.copy_(b + sign * r * g)
-            gs = torch.autograd.grad(self._task_loss(batch), alphas, allow_unused=True)
-            return [g if g is not None else torch.zeros_like(a) for g, a in zip(gs, alphas)]
-
-        g_pos, g_neg = alpha_grads(+1.0), alpha_grads(-1.0)
-        with torch.no_grad():
-            for p, b in zip(weights, backup):
-                p.copy_(b)
-        for a, da, gp, gn in zip(alphas, d_alpha, g_pos, g_neg):
-            a.grad = da - xi * (gp - gn) / (2 * r)
-        return float(val_loss.detach())
+    @property
+    def a_opt(self) -> torch.optim.Optimizer:
+        """The architecture optimiser (Adam on the alphas, owned by :attr:`architect`)."""
+        return self.architect.optimizer
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -322,29 +274,15 @@ class SearchTask:
             with torch.no_grad():
                 row["latency_penalty"] = float(self.penalty())
                 row["expected_ms"] = float(self.penalty.expected_ms())
-        weights = {s: w.detach() for s, w in self.net.softmax_weights().items()}
-        ent = [float(-(w * w.clamp_min(1e-12).log()).sum()) for w in weights.values()]
-        row["alpha_entropy"] = sum(ent) / len(ent)
-        g = derive_genotype(self.net, self.cfg.max_skip)  # what genotype.yaml holds
-        row["skip_wins"] = sum(get_op_spec(op).parameter_free for _, op in g.ops)
-        row["genotype"] = " ".join(op for _, op in g.ops)
-        for slot, w in weights.items():
-            for op, wi in zip(self.net.space.options[slot], w.tolist()):
-                row[f"w:{slot}:{op}"] = round(wi, 5)
+        row.update(alpha_diagnostics(self.net, self.cfg.max_skip))
         return row
 
     def after_checkpoint(self, run: RunDir, epoch: int, row: dict[str, Any]) -> None:
         g = derive_genotype(self.net, self.cfg.max_skip)
         g.to_yaml(run.path / "genotypes" / f"epoch_{epoch + 1:03d}.yaml")
         g.to_yaml(run.path / "genotype.yaml")
-        frame = alpha_frame(
-            {
-                s: dict(zip(self.net.space.options[s], w.tolist()))
-                for s, w in self.net.softmax_weights().items()
-            }
-        )
         draw_alpha_heatmap(
-            frame,
+            alpha_frame(alpha_softmax(self.net)),
             run.path / "alphas.png",
             title=f"{run.path.name}: softmax(alpha), epoch {epoch + 1}",
         )
@@ -367,119 +305,6 @@ class SearchTask:
         self.w_sched.load_state_dict(state["w_sched"])
         self.a_opt.load_state_dict(state["a_opt"])
         self.loss_ref = state["loss_ref"]
-
-
-def derive_genotype(supernet: Supernet, max_skip: int | None = None) -> Genotype:
-    """Argmax per slot; with ``max_skip``, at most that many parameter-free ops (P-DARTS).
-
-    Slots beyond the cap whose skip op is least confident (lowest softmax weight) get their
-    best weighted op that is not parameter-free.
-    """
-    g = derive(supernet)
-    if max_skip is None:
-        return g
-    weights = {s: w.detach() for s, w in supernet.softmax_weights().items()}
-    cand = supernet.space.candidates
-    skips = [(float(weights[s].max()), s) for s, op in g.ops if get_op_spec(op).parameter_free]
-    choice = g.choice
-    for _, slot in sorted(skips)[: max(0, len(skips) - max_skip)]:
-        ranked = sorted(zip(weights[slot].tolist(), cand[slot]), reverse=True)
-        alt = [op for _, op in ranked if not get_op_spec(op).parameter_free]
-        if alt:
-            choice[slot] = alt[0]
-    return dataclasses.replace(g, ops=tuple((s, choice[s]) for s, _ in g.ops))
-
-
-def load_search_run(path: str | Path) -> tuple[Run, Supernet]:
-    """The search run and its supernet restored from the last checkpoint."""
-    run = Run.load(path)
-    if run.kind != "search":
-        raise RunError(f"{run.path} is a {run.kind} run, not a search run")
-    space_file = run.path / "space.yaml"
-    if not space_file.is_file():
-        raise RunError(f"{space_file} is missing: {run.path} is not a search run")
-    space = SearchSpace.from_yaml(space_file)
-    ckpt = RunDir(run.path, resume=True).load_checkpoint("last")
-    if ckpt is None:
-        raise RunError(f"{run.path} has no checkpoint yet (checkpoints/last.pt)")
-    net = make_supernet(space)
-    net.load_state_dict(ckpt["task"]["supernet"])
-    return run, net
-
-
-def predicted_latency(genotype: Genotype, cfg: SearchConfig) -> dict[str, Any]:
-    """Table-predicted latency of the derived net at the run's :func:`latency_size`, or the
-    reason it is not available."""
-    try:
-        from nas.latency import predict
-
-        table = load_search_table(cfg, None if cfg.device == "auto" else cfg.device)
-        ms = predict(genotype, latency_size(cfg), table)
-        return {"predicted_ms": float(ms), "table": table.name}
-    except Exception as e:  # noqa: BLE001 - report, do not fail the derivation
-        return {"predicted_ms": None, "table": None, "note": f"{type(e).__name__}: {e}"}
-
-
-def derive_run(
-    path: str | Path, max_skip: int | None = None, supernet: Supernet | None = None
-) -> dict[str, Any]:
-    """Derive a search run's network: write ``genotype.yaml``, ``derived_init.pt`` (the
-    derived net's weights inherited from the supernet, with its genotype) and ``export.yaml``
-    (genotype, parameters, MACs, FLOPs, predicted latency at the run's latency size).
-
-    Args:
-        path: the search run folder.
-        max_skip: cap on parameter-free ops (default: the run's ``max_skip``).
-        supernet: the run's trained supernet when it is in memory (the end of
-            :func:`run_search`); default: restored from the last checkpoint.
-    """
-    from nas.flops import size_report
-
-    if supernet is None:
-        run, supernet = load_search_run(path)
-    else:
-        run = Run.load(path)
-    cfg = run.config_as(SearchConfig)
-    genotype = derive_genotype(supernet, cfg.max_skip if max_skip is None else max_skip)
-    target_note = None
-    if cfg.target_ms and getattr(supernet, "choices", None):
-        genotype, target_note = _meet_target(supernet, genotype, cfg)
-    derived = extract(supernet, genotype).cpu()
-    genotype.to_yaml(run.path / "genotype.yaml")
-    atomic_torch_save(
-        {"genotype": genotype.to_dict(), "state_dict": derived.state_dict()},
-        run.path / "derived_init.pt",
-    )
-    size = latency_size(cfg)
-    sizes, problem = size_report(derived, size)
-    report: dict[str, Any] = {
-        "run": str(run.path),
-        "genotype": genotype.to_dict(),
-        "params": int(sizes["params"]),
-        "input_size": list(size),
-        "macs_thop": _int_or_none(sizes["macs"]),
-        "flops": _int_or_none(sizes["flops"]),
-        **({"size_note": problem} if problem else {}),
-        **predicted_latency(genotype, cfg),
-        **({"target": target_note} if target_note else {}),
-    }
-    atomic_write_text(run.path / "export.yaml", _yaml(report))
-    return report
-
-
-def _meet_target(supernet: Any, genotype: Genotype, cfg: SearchConfig) -> tuple[Genotype, dict]:
-    """With a target latency and searched choices, the derived net is the most probable one
-    (ops and choices) whose predicted latency meets the target: within +-15 % for ``abs`` and
-    ``log``, at most the target for ``hinge``; when none does, the closest."""
-    from nas.latency.predict import derive_for_target
-
-    table = load_search_table(cfg, None if cfg.device == "auto" else cfg.device)
-    tol = (0.0, None) if cfg.latency_penalty == "hinge" else (0.15, 0.15)
-    return derive_for_target(supernet, genotype, table, latency_size(cfg), cfg.target_ms, tol)
-
-
-def _int_or_none(v: float) -> int | None:
-    return None if v != v else int(v)
 
 
 def build_space(cfg: SearchConfig) -> SearchSpace:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -194,6 +196,49 @@ def test_cli_bad_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
 
 
 # --- classical methods in the table protocol -----------------------------------------------
+
+
+def test_cli_settings_come_from_the_dataclass_fields() -> None:
+    """The evaluation options are built from :class:`EvalSettings`' fields: with no flags they
+    parse to ``EvalSettings()`` (every default equal), and each flag sets its field."""
+    from nas.evaluate import EvalSettings, add_settings_args, build_parser, settings_from_args
+
+    bare = argparse.ArgumentParser()
+    add_settings_args(bare)
+    assert settings_from_args(bare.parse_args([])) == EvalSettings()
+    assert settings_from_args(build_parser().parse_args(["--models", "m"])) == EvalSettings()
+    dests = {a.dest for a in bare._actions}
+    assert {f.name for f in dataclasses.fields(EvalSettings)} <= dests
+    argv = [
+        *("--data", "d", "--split", "val", "--full", "--max-images", "3", "--batch", "2"),
+        *("--misaligned", "--device", "cpu", "--latency-size", "64", "--latency-batch", "2"),
+        *("--reps", "7", "--rounds", "2", "--warmup", "1", "--threads", "1", "--seed", "4"),
+        *("--allow-untrained", "--latency-table", "t.csv", "--allow-foreign-table"),
+        *("--channels", "8"),
+    ]
+    assert settings_from_args(bare.parse_args(argv)) == EvalSettings(
+        data="d",
+        split="val",
+        crop=None,
+        max_images=3,
+        batch_size=2,
+        misaligned=True,
+        device="cpu",
+        latency_size=64,
+        latency_batch=2,
+        reps=7,
+        rounds=2,
+        warmup=1,
+        threads=1,
+        allow_untrained=True,
+        latency_table="t.csv",
+        allow_foreign_table=True,
+        seed=4,
+        channels=8,
+    )
+    assert settings_from_args(bare.parse_args(["--crop", "64"])).crop == 64
+    with pytest.raises(SystemExit):  # --crop and --full exclude each other
+        bare.parse_args(["--crop", "64", "--full"])
 
 
 def test_classical_methods_in_the_table() -> None:

@@ -347,51 +347,65 @@ def build_dataset(
         rho = crop / 16.0
     margin = valid_margin(rho) if (misaligned and crop is not None and rho is not None) else 0
     base_crop = None if crop is None else crop + 2 * margin
-    base: Dataset
+    base: Dataset = _real_dataset(
+        kind,
+        path,
+        split,
+        base_crop,
+        pair_mode=pair_mode,
+        ratios=ratios,
+        augment=augment,
+        seed=seed,
+        max_side=max_side,
+        skip_unlabelled=skip_unlabelled,
+        on_error=on_error,
+        cache=cache,
+    )
+    if not misaligned:
+        return base
+    return MisalignedPairs(
+        base, rho=rho, target=misalign_target, seed=seed, crop_valid=crop is not None
+    )
+
+
+def _real_dataset(
+    kind: str,
+    path: Path,
+    split: str,
+    base_crop: int | None,
+    *,
+    pair_mode: str | None,
+    ratios: Sequence[float],
+    augment: bool | None,
+    seed: int,
+    max_side: int | None,
+    skip_unlabelled: bool,
+    on_error: str,
+    cache: bool,
+) -> Dataset:
+    """:func:`build_dataset`'s aligned dataset of real images of ``kind`` (``sice-*``,
+    ``sequences`` or ``pairs``) at ``path``, cropped to ``base_crop``; the arguments as
+    there."""
+    common: dict[str, Any] = dict(
+        crop=base_crop, augment=augment, ratios=ratios, seed=seed, max_side=max_side
+    )
+    common["on_error"] = on_error
     if kind.startswith("sice"):
-        base = SICEDataset(
-            path,
-            split,
-            pair_mode="extreme" if pair_mode is None else pair_mode,
-            crop=base_crop,
-            augment=augment,
-            ratios=ratios,
-            seed=seed,
-            max_side=max_side,
-            skip_unlabelled=skip_unlabelled,
-            on_error=on_error,
-        )
-    elif kind == "sequences":
+        mode = "extreme" if pair_mode is None else pair_mode
+        return SICEDataset(path, split, pair_mode=mode, skip_unlabelled=skip_unlabelled, **common)
+    if kind == "sequences":
         mode = "random" if pair_mode is None else {"ev1": "middle"}.get(pair_mode, pair_mode)
         if mode not in SEQUENCE_PAIR_MODES:
             raise ValueError(
                 f"pair_mode {pair_mode!r} does not apply to the exposure sequences in "
                 f"'{path}': use one of {SEQUENCE_PAIR_MODES}"
             )
-        base = SequenceFolder(
+        return SequenceFolder(path, split, pair_mode=mode, cache=cache, **common)
+    if split == "train":
+        logger.warning(
+            "data '%s' is an unlabelled pair folder (no ground truth): it is meant for evaluation",
             path,
-            split,
-            pair_mode=mode,
-            crop=base_crop,
-            augment=augment,
-            ratios=ratios,
-            seed=seed,
-            max_side=max_side,
-            cache=cache,
-            on_error=on_error,
         )
-    else:
-        if split == "train":
-            logger.warning(
-                "data '%s' is an unlabelled pair folder (no ground truth): "
-                "it is meant for evaluation",
-                path,
-            )
-        base = FolderPairs(
-            path, split="all", crop=base_crop, max_side=max_side, seed=seed, on_error=on_error
-        )
-    if not misaligned:
-        return base
-    return MisalignedPairs(
-        base, rho=rho, target=misalign_target, seed=seed, crop_valid=crop is not None
+    return FolderPairs(
+        path, split="all", crop=base_crop, max_side=max_side, seed=seed, on_error=on_error
     )

@@ -375,15 +375,8 @@ def profile_spaces(
         units = collect_units(spaces, channels, settings.input_size)
     batch = settings.batch
     have = {e.key.unit_key for e in table if e.batch == batch} if only_missing else set()
-    done: dict[UnitKey, LatencyEntry] = {}
     ckpt = partial_path(out_dir, settings) if out_dir is not None else None
-    if resume and ckpt is not None and ckpt.exists():
-        part = LatencyTable.read(ckpt)
-        if _settings_match(part.meta, settings):
-            done = {e.key.unit_key: e for e in part if e.batch == batch}
-            say(f"resuming: {len(done)} unit(s) reused from {ckpt}")
-        else:
-            say(f"not resuming from {ckpt}: it was made with other settings")
+    done = _resumed_rows(ckpt, settings, say) if resume else {}
     todo = {k: c for k, c in units.items() if k not in have and k not in done}
     say(
         f"{len(units)} distinct units in {[s.name for s in spaces]} x C={channels} at "
@@ -396,35 +389,14 @@ def profile_spaces(
         warn = load_warning(settings.resolved_threads, busy)
         if warn:
             say(warn)
-    meta = settings.meta()
-    meta["other_runnable_start"] = busy
-    meta["spaces"] = sorted({*table.meta.get("spaces", []), *(s.name for s in spaces)})
-    meta["channels"] = sorted({*table.meta.get("channels", []), *channels})
-    if "calibration" in table.meta:
-        meta["calibration"] = table.meta["calibration"]
-    if "created" in table.meta:
-        meta["created"] = table.meta["created"]
-    ckpt_table = LatencyTable(done.values(), meta)
-    last = [time.perf_counter()]
-    per_unit: dict[UnitKey, float] = {}
-    t_unit = [time.perf_counter()]
-
-    def on_entry(e: LatencyEntry) -> None:
-        now = time.perf_counter()
-        per_unit[e.key.unit_key] = now - t_unit[0]
-        t_unit[0] = now
-        ckpt_table.update([e])
-        if ckpt is not None and now - last[0] >= checkpoint_every_s:
-            ckpt_table.save(ckpt)
-            last[0] = now
-
+    meta = _merged_meta(settings, table.meta, spaces, channels, busy)
+    saver = _Checkpointer(LatencyTable(done.values(), meta), ckpt, checkpoint_every_s)
     try:
-        new = profile_units(todo, settings, progress=progress, on_entry=on_entry)
+        new = profile_units(todo, settings, progress=progress, on_entry=saver.on_entry)
     except BaseException:
-        if ckpt is not None and len(ckpt_table):
-            ckpt_table.save(ckpt)
+        if saver.save():
             say(
-                f"interrupted: {len(ckpt_table)} finished unit(s) saved to {ckpt}; the table "
+                f"interrupted: {len(saver.table)} finished unit(s) saved to {ckpt}; the table "
                 f"itself is unchanged. Continue with the same command plus --resume"
             )
         raise
@@ -442,18 +414,98 @@ def profile_spaces(
         }
     if path is not None and (new or done or not existed):
         table.save(path)
-        if ckpt is not None:
-            ckpt.unlink(missing_ok=True)
-            meta_ckpt = ckpt.with_name(ckpt.name[: -len(".csv")] + ".meta.yaml")
-            meta_ckpt.unlink(missing_ok=True)
+        saver.remove()
     return ProfileReport(
         table=table,
         path=path,
         profiled=len(new),
         reused=len(done),
         seconds=time.perf_counter() - t_start,
-        per_unit_seconds=per_unit,
+        per_unit_seconds=saver.per_unit,
     )
+
+
+def _resumed_rows(
+    ckpt: Path | None, settings: ProfileSettings, say: Callable[[str], None]
+) -> dict[UnitKey, LatencyEntry]:
+    """The rows of an interrupted run's checkpoint ``ckpt`` (none when there is none, or when
+    it was made with other settings), by unit key, at ``settings.batch``."""
+    if ckpt is None or not ckpt.exists():
+        return {}
+    part = LatencyTable.read(ckpt)
+    if not _settings_match(part.meta, settings):
+        say(f"not resuming from {ckpt}: it was made with other settings")
+        return {}
+    done = {e.key.unit_key: e for e in part if e.batch == settings.batch}
+    say(f"resuming: {len(done)} unit(s) reused from {ckpt}")
+    return done
+
+
+def _merged_meta(
+    settings: ProfileSettings,
+    old: Mapping[str, Any],
+    spaces: Sequence[SearchSpace],
+    channels: Sequence[int],
+    busy: Any,
+) -> dict[str, Any]:
+    """The table's metadata after this run: ``settings``' plus the spaces and channels of the
+    existing table (``old``) and this run's; its calibration and creation date kept."""
+    meta = settings.meta()
+    meta["other_runnable_start"] = busy
+    meta["spaces"] = sorted({*old.get("spaces", []), *(s.name for s in spaces)})
+    meta["channels"] = sorted({*old.get("channels", []), *channels})
+    if "calibration" in old:
+        meta["calibration"] = old["calibration"]
+    if "created" in old:
+        meta["created"] = old["created"]
+    return meta
+
+
+class _Checkpointer:
+    """The rows a profile run has finished, saved to its ``.partial.csv`` as it goes.
+
+    :meth:`on_entry` (the ``on_entry`` callback of :func:`profile_units`) adds a row, records
+    how long its unit took since the previous one, and saves the rows when ``every_s``
+    seconds have passed since the last save; :meth:`save` saves them now (on interruption),
+    :meth:`remove` deletes the checkpoint and its sidecar (after the final table is written).
+
+    Args:
+        table: the rows so far (those reused by ``--resume``) and the metadata to save.
+        path: the checkpoint file; None: nothing is saved.
+        every_s: the least number of seconds between two saves by :meth:`on_entry`.
+    """
+
+    def __init__(self, table: LatencyTable, path: Path | None, every_s: float) -> None:
+        self.table = table
+        self.path = path
+        self.every_s = every_s
+        self.last_save = time.perf_counter()
+        self.per_unit: dict[UnitKey, float] = {}
+        self.last_entry = time.perf_counter()
+
+    def on_entry(self, e: LatencyEntry) -> None:
+        now = time.perf_counter()
+        self.per_unit[e.key.unit_key] = now - self.last_entry
+        self.last_entry = now
+        self.table.update([e])
+        if self.path is not None and now - self.last_save >= self.every_s:
+            self.table.save(self.path)
+            self.last_save = now
+
+    def save(self) -> bool:
+        """Save the rows now if there are any (and a path); whether it saved."""
+        if self.path is None or not len(self.table):
+            return False
+        self.table.save(self.path)
+        return True
+
+    def remove(self) -> None:
+        """Delete the checkpoint file and its ``.meta.yaml`` sidecar, if there."""
+        if self.path is None:
+            return
+        self.path.unlink(missing_ok=True)
+        meta = self.path.with_name(self.path.name[: -len(".csv")] + ".meta.yaml")
+        meta.unlink(missing_ok=True)
 
 
 def synthetic_table(

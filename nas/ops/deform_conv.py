@@ -289,9 +289,10 @@ def deform_conv2d(
         return _torchvision_ops().deform_conv2d(
             input, offset, weight, bias, (sh, sw), (ph, pw), (dh, dw), mask
         )
-    return _deform_conv2d_impl(
+    conv = _DeformConv(
         input, offset, weight, bias, mask, (sh, sw), (ph, pw), (dh, dw), og, groups, H_out, W_out
     )
+    return conv.run(input)
 
 
 def _base_positions(
@@ -334,7 +335,7 @@ def _sampling_table(
 ) -> tuple[Tensor, Tensor]:
     """Bilinear sampling table over the zero-framed pixel-row matrix, for a block of positions.
 
-    The pixel-row matrix (see :func:`_deform_conv2d_impl`) holds, for each of the
+    The pixel-row matrix (see :class:`_DeformConv`) holds, for each of the
     ``B * og * rep`` channel slices, the ``(H + 3) * (W + 3)`` pixels of the image framed by
     one zero row / column above / left and two below / right. Sample positions are clamped
     into ``[-1, H] x [-1, W]`` first: that leaves every sample that touches the image
@@ -353,7 +354,7 @@ def _sampling_table(
         m: ``(Bb, og, K, n)`` mask or ``None``.
         base_y, base_x: ``(K, n)`` undeformed sample positions of those output positions.
         plane0: index of the first image's planes in the pixel-row matrix.
-        rep: virtual groups per offset group (see :func:`_deform_conv2d_impl`).
+        rep: virtual groups per offset group (see :class:`_DeformConv`).
         n_rows: number of rows of the pixel-row matrix.
         out: optional ``(idx, wts)`` buffers of shape ``(Bb, n, og, rep, K, 4)`` to write into
             (only without ``differentiable``).
@@ -454,88 +455,112 @@ def _pixel_rows(input: Tensor, og_v: int, differentiable: bool) -> Tensor:
     return rows.view(Bb * og_v * (H + 3) * (W + 3), Cv)
 
 
-def _deform_conv2d_impl(
-    input: Tensor,
-    offset: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    mask: Tensor | None,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    og: int,
-    groups: int,
-    H_out: int,
-    W_out: int,
-) -> Tensor:
-    B, C, H, W = input.shape
-    C_out, Cpg, kh, kw = weight.shape
-    K = kh * kw
-    L = H_out * W_out
-    dev = input.device
+class _DeformConv:
+    """One call of the pure-PyTorch kernel (module docstring, *Algorithm*), in parts.
 
-    # Virtual offset groups: og_v = lcm(og, groups) channel slices, so that every slice lies
-    # in one offset group and in one weight group (og_v divides C since og and groups do).
-    og_v = og * groups // math.gcd(og, groups)
-    rep = og_v // og
-    Cv = C // og_v
-    plane_rows = og_v * (H + 3) * (W + 3)  # pixel rows per image
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (input, offset, weight, bias, mask)
-    )
-    # Under autograd each image has its own pixel-row matrix, else the batch shares one.
-    n_rows = plane_rows if needs_grad else B * plane_rows
-    idx_dtype = torch.int32 if n_rows < 2**31 - 1 else torch.int64
+    Construction fixes the call's sizes and the views every part shares; :meth:`run` picks
+    the autograd path (:meth:`forward_per_image`) or the inference path (:meth:`batch_table`
+    then :meth:`forward_blocks`). Sizes: ``K = kh * kw`` taps, ``L = H_out * W_out`` output
+    positions, ``og_v = lcm(og, groups)`` virtual channel slices of ``Cv = C / og_v``
+    channels, ``rep = og_v / og`` of them per offset group, ``Dg = (og_v / groups) * K * Cv``
+    columns per weight group and ``D = groups * Dg`` per output position.
+    """
 
-    off = offset.reshape(B, og, K, 2, L)
-    msk = None if mask is None else mask.reshape(B, og, K, L)
-    base_y, base_x = _base_positions(
-        kh, kw, H_out, W_out, stride, padding, dilation, offset.device, offset.dtype
-    )
-    # Weight as (groups, C_out // groups, Dg) matching the column order (og_v / groups, K, Cv)
-    # within one weight group.
-    Opg = C_out // groups
-    Dg = (og_v // groups) * K * Cv
-    D = groups * Dg  # columns per output position
-    w2 = (
-        weight.reshape(groups, Opg, og_v // groups, Cv, K)
-        .permute(0, 1, 2, 4, 3)
-        .reshape(groups, Opg, Dg)
-    )
-    per_pos = og_v * K  # table rows per output position
+    def __init__(
+        self,
+        input: Tensor,
+        offset: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        mask: Tensor | None,
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+        og: int,
+        groups: int,
+        H_out: int,
+        W_out: int,
+    ) -> None:
+        B, C, H, W = input.shape
+        C_out, _, kh, kw = weight.shape
+        self.B, self.H, self.W, self.C_out, self.H_out, self.W_out = B, H, W, C_out, H_out, W_out
+        self.og, self.groups = og, groups
+        self.K = K = kh * kw
+        self.L = L = H_out * W_out
+        self.dtype, self.bias = input.dtype, bias
+        # Virtual offset groups: og_v = lcm(og, groups) channel slices, so that every slice
+        # lies in one offset group and in one weight group (og_v divides C since og and
+        # groups do).
+        self.og_v = og_v = og * groups // math.gcd(og, groups)
+        self.rep = og_v // og
+        Cv = C // og_v
+        plane_rows = og_v * (H + 3) * (W + 3)  # pixel rows per image
+        self.needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (input, offset, weight, bias, mask)
+        )
+        # Under autograd each image has its own pixel-row matrix, else the batch shares one.
+        self.n_rows = plane_rows if self.needs_grad else B * plane_rows
+        self.idx_dtype = torch.int32 if self.n_rows < 2**31 - 1 else torch.int64
+
+        self.off = offset.reshape(B, og, K, 2, L)  # (B, og, K, 2, L)
+        self.msk = None if mask is None else mask.reshape(B, og, K, L)  # (B, og, K, L)
+        self.base_y, self.base_x = _base_positions(  # (K, L) each
+            kh, kw, H_out, W_out, stride, padding, dilation, offset.device, offset.dtype
+        )
+        # Weight as (groups, C_out // groups, Dg) matching the column order
+        # (og_v / groups, K, Cv) within one weight group.
+        self.Opg = C_out // groups
+        self.Dg = (og_v // groups) * K * Cv
+        self.D = groups * self.Dg  # columns per output position
+        self.w2 = (
+            weight.reshape(groups, self.Opg, og_v // groups, Cv, K)
+            .permute(0, 1, 2, 4, 3)
+            .reshape(groups, self.Opg, self.Dg)
+        )
+        self.per_pos = og_v * K  # table rows per output position
+
+    def run(self, input: Tensor) -> Tensor:
+        """The convolution of ``input`` ``(B, C, H, W)``: ``(B, C_out, H_out, W_out)``."""
+        if self.needs_grad:
+            return self.forward_per_image(input)
+        idx_all, wts_all = self.batch_table(input.device)
+        return self.forward_blocks(input, idx_all, wts_all)
 
     def table(
-        b: int, l0: int, l1: int, out: tuple[Tensor, Tensor] | None = None
+        self, b: int, l0: int, l1: int, out: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Sampling table of image ``b``, positions ``[l0, l1)``."""
+        """Sampling table (:func:`_sampling_table`) of image ``b``, positions ``[l0, l1)``."""
         return _sampling_table(
-            off[b : b + 1, ..., l0:l1],
-            None if msk is None else msk[b : b + 1, ..., l0:l1],
-            base_y[:, l0:l1],
-            base_x[:, l0:l1],
-            0 if needs_grad else b,
-            H,
-            W,
-            rep,
-            n_rows,
-            idx_dtype,
-            input.dtype,
-            differentiable=needs_grad,
+            self.off[b : b + 1, ..., l0:l1],
+            None if self.msk is None else self.msk[b : b + 1, ..., l0:l1],
+            self.base_y[:, l0:l1],
+            self.base_x[:, l0:l1],
+            0 if self.needs_grad else b,
+            self.H,
+            self.W,
+            self.rep,
+            self.n_rows,
+            self.idx_dtype,
+            self.dtype,
+            differentiable=self.needs_grad,
             out=out,
         )
 
-    def project(rows: Tensor, idx: Tensor, wts: Tensor, nb: int, out: Tensor | None) -> Tensor:
+    def project(
+        self, rows: Tensor, idx: Tensor, wts: Tensor, nb: int, out: Tensor | None
+    ) -> Tensor:
         """Gather + matmul of ``nb`` images' blocks of ``n`` positions: ``(nb, C_out, n)``.
 
         ``out`` (no autograd only): ``(nb, C_out, n)`` destination; contiguous if ``nb > 1``.
         """
-        n = idx.shape[0] // (nb * per_pos)
+        C_out, Dg, bias = self.C_out, self.Dg, self.bias
+        n = idx.shape[0] // (nb * self.per_pos)
         # Deformed im2col: (nb * n * og_v * K, Cv) == (nb, n, groups, Dg).
         cols = F.embedding_bag(idx, rows, mode="sum", per_sample_weights=wts)
-        if groups == 1:
+        if self.groups == 1:
             # (C_out, Dg) @ (Dg, n): the columns enter transposed (no copy), and the result
             # is already in output layout.
-            w = w2[0]
+            w = self.w2[0]
             if nb == 1:
                 # 2-D views only: autograd's mm backward then yields the columns' gradient
                 # directly in their (n, Dg) layout.
@@ -551,68 +576,78 @@ def _deform_conv2d_impl(
                 return torch.bmm(w, colsT, out=out)
             return torch.baddbmm(bias.view(1, C_out, 1), w, colsT, out=out)
         # (groups, Opg, Dg) @ (nb, groups, Dg, n) -> (nb, groups, Opg, n)
-        res = torch.matmul(w2, cols.view(nb, n, groups, Dg).permute(0, 2, 3, 1))
+        res = torch.matmul(self.w2, cols.view(nb, n, self.groups, Dg).permute(0, 2, 3, 1))
         if bias is not None:
-            res = res + bias.view(1, groups, Opg, 1)
+            res = res + bias.view(1, self.groups, self.Opg, 1)
         res = res.reshape(nb, C_out, n)
         return res if out is None else out.copy_(res)
 
-    if needs_grad:
-        # One block per image, each with its own pixel-row matrix, so that the gradient
-        # w.r.t. the pixel rows of each embedding_bag call stays image-sized.
-        images = input.unbind(0)
-        outs = [
-            project(_pixel_rows(images[b][None], og_v, True), *table(b, 0, L), 1, None)
-            for b in range(B)
-        ]
-        return torch.cat(outs).view(B, C_out, H_out, W_out)
+    def forward_per_image(self, input: Tensor) -> Tensor:
+        """Autograd path: one block per image, each with its own pixel-row matrix, so that
+        the gradient w.r.t. the pixel rows of each embedding_bag call stays image-sized."""
+        outs = []
+        for b, image in enumerate(input.unbind(0)):
+            rows = _pixel_rows(image[None], self.og_v, True)
+            outs.append(self.project(rows, *self.table(b, 0, self.L), 1, None))
+        return torch.cat(outs).view(self.B, self.C_out, self.H_out, self.W_out)
 
-    # No autograd graph: the sampling table of the whole batch first, then the gathers and
-    # matmuls in blocks of whole images (or of positions of one image if an image is larger
-    # than a block), each matmul writing its part of the output in place.
-    #
-    # CPU: the table is built in sub-blocks of at most _TABLE_ELEMS_CPU entries: torch runs
-    # elementwise ops that small on one thread, so the ~25 table ops add no thread
-    # synchronisation points, and the single-threaded work comes in one stretch. The gather
-    # and the matmul run multi-threaded, in blocks of _GATHER_ELEMS_CPU column elements: large
-    # enough for few parallel regions (each needs all intra-op threads scheduled, which is
-    # slow on a loaded machine, and idle OpenMP workers spin), small enough for the columns to
-    # stay in cache and for the allocator to reuse their memory.
-    if dev.type == "cpu":
-        tchunk = max(1, _TABLE_ELEMS_CPU // per_pos)
-        cap = _GATHER_ELEMS_CPU
-    else:
-        tchunk = max(1, _CHUNK_ELEMS_GPU // D)
-        cap = _CHUNK_ELEMS_GPU
-    if tchunk >= L:
-        tables = [table(b, 0, L) for b in range(B)]
-        idx_all = torch.cat([t[0] for t in tables]) if B > 1 else tables[0][0]
-        wts_all = torch.cat([t[1] for t in tables]) if B > 1 else tables[0][1]
-    else:
-        idx_all = torch.empty(B, L, og, rep, K, 4, device=dev, dtype=idx_dtype)
-        wts_all = torch.empty(B, L, og, rep, K, 4, device=dev, dtype=input.dtype)
+    def _blocking(self, device: torch.device) -> tuple[int, int]:
+        """``(positions per table sub-block, column elements per gather block)``.
+
+        CPU: the table is built in sub-blocks of at most _TABLE_ELEMS_CPU entries: torch runs
+        elementwise ops that small on one thread, so the ~25 table ops add no thread
+        synchronisation points, and the single-threaded work comes in one stretch. The gather
+        and the matmul run multi-threaded, in blocks of _GATHER_ELEMS_CPU column elements:
+        large enough for few parallel regions (each needs all intra-op threads scheduled,
+        which is slow on a loaded machine, and idle OpenMP workers spin), small enough for the
+        columns to stay in cache and for the allocator to reuse their memory.
+        """
+        if device.type == "cpu":
+            return max(1, _TABLE_ELEMS_CPU // self.per_pos), _GATHER_ELEMS_CPU
+        return max(1, _CHUNK_ELEMS_GPU // self.D), _CHUNK_ELEMS_GPU
+
+    def batch_table(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Inference path, first part: the sampling table of the whole batch, ``(idx, wts)``
+        each ``(B * L * og_v * K, 4)``, built in sub-blocks of positions (:meth:`_blocking`)."""
+        B, L, og, rep, K = self.B, self.L, self.og, self.rep, self.K
+        tchunk, _ = self._blocking(device)
+        if tchunk >= L:
+            tables = [self.table(b, 0, L) for b in range(B)]
+            idx_all = torch.cat([t[0] for t in tables]) if B > 1 else tables[0][0]
+            wts_all = torch.cat([t[1] for t in tables]) if B > 1 else tables[0][1]
+            return idx_all, wts_all
+        idx_all = torch.empty(B, L, og, rep, K, 4, device=device, dtype=self.idx_dtype)
+        wts_all = torch.empty(B, L, og, rep, K, 4, device=device, dtype=self.dtype)
         for b in range(B):
             for t0 in range(0, L, tchunk):
                 t1 = min(L, t0 + tchunk)
-                table(b, t0, t1, out=(idx_all[b : b + 1, t0:t1], wts_all[b : b + 1, t0:t1]))
-        idx_all, wts_all = idx_all.view(-1, 4), wts_all.view(-1, 4)
-    rows = _pixel_rows(input, og_v, False)
-    out = torch.empty(B, C_out, L, device=dev, dtype=input.dtype)
-    if L * D <= cap:
-        nb = max(1, cap // (L * D))
-        for b0 in range(0, B, nb):
-            b1 = min(B, b0 + nb)
-            r0, r1 = b0 * L * per_pos, b1 * L * per_pos
-            project(rows, idx_all[r0:r1], wts_all[r0:r1], b1 - b0, out[b0:b1])
-    else:
-        n_blocks = -(-L * D // cap)  # ceil; equal-sized blocks
-        chunk = -(-L // n_blocks)
-        for b in range(B):
-            for l0 in range(0, L, chunk):
-                l1 = min(L, l0 + chunk)
-                r0, r1 = (b * L + l0) * per_pos, (b * L + l1) * per_pos
-                project(rows, idx_all[r0:r1], wts_all[r0:r1], 1, out[b : b + 1, :, l0:l1])
-    return out.view(B, C_out, H_out, W_out)
+                self.table(b, t0, t1, out=(idx_all[b : b + 1, t0:t1], wts_all[b : b + 1, t0:t1]))
+        return idx_all.view(-1, 4), wts_all.view(-1, 4)
+
+    def forward_blocks(self, input: Tensor, idx_all: Tensor, wts_all: Tensor) -> Tensor:
+        """Inference path, second part: the gathers and matmuls in blocks of whole images (or
+        of positions of one image if an image is larger than a block), each matmul writing
+        its part of the output ``(B, C_out, H_out, W_out)`` in place."""
+        B, L, D, per_pos = self.B, self.L, self.D, self.per_pos
+        _, cap = self._blocking(input.device)
+        rows = _pixel_rows(input, self.og_v, False)
+        out = torch.empty(B, self.C_out, L, device=input.device, dtype=input.dtype)
+        if L * D <= cap:
+            nb = max(1, cap // (L * D))
+            for b0 in range(0, B, nb):
+                b1 = min(B, b0 + nb)
+                r0, r1 = b0 * L * per_pos, b1 * L * per_pos
+                self.project(rows, idx_all[r0:r1], wts_all[r0:r1], b1 - b0, out[b0:b1])
+        else:
+            n_blocks = -(-L * D // cap)  # ceil; equal-sized blocks
+            chunk = -(-L // n_blocks)
+            for b in range(B):
+                for l0 in range(0, L, chunk):
+                    l1 = min(L, l0 + chunk)
+                    r0, r1 = (b * L + l0) * per_pos, (b * L + l1) * per_pos
+                    o = out[b : b + 1, :, l0:l1]
+                    self.project(rows, idx_all[r0:r1], wts_all[r0:r1], 1, o)
+        return out.view(B, self.C_out, self.H_out, self.W_out)
 
 
 def deform_conv2d_grid_sample(
