@@ -7,6 +7,9 @@ CPU too); the CUDA tests are skipped where no GPU is present.
 from __future__ import annotations
 
 import copy
+import ctypes
+import ctypes.util
+import sys
 
 import pytest
 import torch
@@ -15,10 +18,12 @@ from nas.accel import (
     autocast,
     channels_last_for,
     check_amp,
+    keep_freed_memory,
     prepare_inference,
     to_memory_format,
 )
 from nas.baselines import create_model
+from nas.latency import device_info
 from nas.search import SearchConfig, SearchTask
 from nas.space import load_space
 from nas.supernet import Supernet
@@ -200,3 +205,38 @@ def test_cuda_tiny_search_runs_end_to_end(tmp_path):
         op for _, op in g.ops
     )
     assert Genotype.from_yaml(path / "genotypes" / f"epoch_{cfg.epochs:03d}.yaml") == g
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def _mallinfo2():
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("no glibc mallinfo2")
+    libc.mallinfo2.restype = _MallInfo2
+    return libc.mallinfo2()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator setting")
+def test_keep_freed_memory_serves_feature_maps_from_the_heap():
+    """After keep_freed_memory a 64 MB tensor comes from the heap (not a fresh mapping) and
+    its memory stays in the process after it is freed, ready for the next call."""
+    state = keep_freed_memory()
+    assert state == keep_freed_memory() == "glibc: mmap/trim thresholds 1 GiB"
+    before = _mallinfo2()
+    x = torch.empty(16 * 2**20)  # 64 MB, far above glibc's default 128 KiB mmap threshold
+    during = _mallinfo2()
+    assert during.hblkhd - before.hblkhd < 2**20  # not mapped
+    assert during.uordblks - before.uordblks >= 64 * 2**20  # in the heap
+    del x
+    after = _mallinfo2()
+    assert after.arena >= during.arena  # kept, not trimmed
+    assert device_info("cpu")["allocator"] == state

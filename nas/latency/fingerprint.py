@@ -152,7 +152,11 @@ def device_info(
     threads: int | None = None,
     dtype: str | torch.dtype = "float32",
 ) -> dict[str, Any]:
-    """Everything the sidecar records about the device and software (YAML-safe values)."""
+    """Everything the sidecar records about the device and software (YAML-safe values),
+    including the allocator setting every timing run uses (:func:`nas.accel.keep_freed_memory`,
+    turned on here if it was not yet)."""
+    from nas.accel import keep_freed_memory
+
     dev = resolve_device(device)
     threads = torch.get_num_threads() if threads is None else int(threads)
     info: dict[str, Any] = {
@@ -169,6 +173,7 @@ def device_info(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
+        "allocator": keep_freed_memory(),
     }
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)

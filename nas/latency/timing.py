@@ -142,8 +142,12 @@ def time_fn(
 
     CPU: ``time.perf_counter`` around each call. CUDA: ``torch.cuda.synchronize`` before and
     after each call, so the kernel time is inside the interval. Python's garbage collector
-    is paused while timing (as ``timeit`` does).
+    is paused while timing (as ``timeit`` does). The allocator keeps freed memory
+    (:func:`nas.accel.keep_freed_memory`), as in every configured run.
     """
+    from nas.accel import keep_freed_memory
+
+    keep_freed_memory()
     t_w = time.perf_counter()
     for _ in range(warmup):
         fn()
