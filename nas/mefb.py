@@ -351,6 +351,7 @@ def evaluate_folder(
         the file, a scene too small, unknown names, bad settings), FileNotFoundError,
         PairSizeError.
     """
+    from nas.accel import configure_device
     from nas.flops import count_params
     from nas.latency import device_info, resolve_device
     from nas.latency.timing import pinned_threads
@@ -369,6 +370,7 @@ def evaluate_folder(
     torch.manual_seed(s.seed)
     models = resolve_models(refs, s.channels, model_kwargs)
     untrained = check_trained(models, s.allow_untrained, log)
+    configure_device(dev)  # the allocator and cuDNN settings every timed run uses
     nets = [r.module().to(dev).eval() for r in models]
     params = [0 if r.classical else int(count_params(net)) for r, net in zip(models, nets)]
     t_start = time.perf_counter()
