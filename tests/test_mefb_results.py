@@ -55,6 +55,7 @@ def test_shipped_scores_reproduce(model: str) -> None:
 EXTRA = [
     ("eval-pyramid", "searched-pyramid-eta0.5"),
     ("eval-pyramid-long", "searched-pyramid-long-eta0.5"),
+    ("eval-fast", "searched-fast-eta0.03"),
 ]
 """Shipped nets evaluated in their own MEFB runs: (results folder, model)."""
 
