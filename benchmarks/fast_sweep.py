@@ -173,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--baseline-rounds", type=int, default=1)
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--replot", action="store_true", help="redraw front.png from fast_sweep.csv")
     args = p.parse_args(argv)
+    if args.replot:
+        plot_front(pd.read_csv(args.out / "fast_sweep.csv"), args.out / "front.png")
+        return 0
     runs = args.out / "runs"
     if args.search:
         run_searches(runs, args.etas, args.targets, args.data)
@@ -327,34 +331,72 @@ def summarise(df: pd.DataFrame) -> list[str]:
     return out
 
 
+def _short_label(r: pd.Series) -> str:
+    if r.sweep == "target":
+        return f"{r.knob:g} ms"
+    if r.sweep == "eta":
+        return f"eta {r.knob:g}"
+    return str(r.method).replace("space-", "")
+
+
 def plot_front(df: pd.DataFrame, path: Path) -> None:
+    """MEF-SSIM against measured ms (log x); labels nudged apart where points crowd."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
     style = {
         "eta": ("o", "C0"),
         "target": ("s", "C1"),
         "space": ("x", "grey"),
         "retrained": ("*", "C2"),
+        "reference": ("^", "C3"),
     }
     for sweep, (marker, colour) in style.items():
         d = df[df.sweep == sweep]
         if len(d):
-            ax.scatter(d.measured_ms, d.mef_ssim, marker=marker, color=colour, label=sweep)
-            for _, r in d.iterrows():
-                ax.annotate(r.method, (r.measured_ms, r.mef_ssim), fontsize=6)
-    ref = df[df.sweep == "reference"]
-    ax.scatter(ref.measured_ms, ref.mef_ssim, marker="^", color="C3", label="reference")
-    for _, r in ref.iterrows():
-        ax.annotate(r.method, (r.measured_ms, r.mef_ssim), fontsize=7, color="C3")
+            ax.scatter(d.measured_ms, d.mef_ssim, marker=marker, color=colour, label=sweep, s=28)
     ax.set_xscale("log")
+    lo, hi = df.mef_ssim.min(), df.mef_ssim.max()
+    ax.set_ylim(lo - 0.03 * (hi - lo), hi + 0.12 * (hi - lo))  # room for labels above
+    fig.canvas.draw()  # fixes the axes' transform before labels are placed
+    placed: list[tuple[float, float]] = []
+    seen: set[tuple[str, str]] = set()
+    order = df.sort_values("measured_ms")
+    for _, r in order.iterrows():
+        text = _short_label(r)
+        key = (r.get("net", "") or r.method, r.sweep)
+        if r.sweep == "eta" and key in seen:  # the same net at several eta: label once
+            continue
+        seen.add(key)
+        x, y = ax.transData.transform((r.measured_ms, r.mef_ssim))
+        steps = (4.0, *(s * k * 9.0 + 4.0 for k in range(1, 12) for s in (-1, 1)))
+        dy = next(
+            (
+                d
+                for d in steps
+                if not any(abs(x - px) < 60 and abs(y + d - py) < 9 for px, py in placed)
+            ),
+            4.0,
+        )
+        placed.append((x, y + dy))
+        colour = style.get(r.sweep, ("", "black"))[1]
+        ax.annotate(
+            text,
+            (r.measured_ms, r.mef_ssim),
+            xytext=(6, dy),
+            textcoords="offset points",
+            fontsize=6.5,
+            color=colour,
+            va="center",
+            arrowprops=None if abs(dy) < 6 else {"arrowstyle": "-", "lw": 0.4, "color": colour},
+        )
     ax.set_xlabel(f"measured latency at {SIZE[1]}x{SIZE[0]}, batch 1 (ms, log)")
     ax.set_ylabel("MEF-SSIM, held-out sequences scenes")
     ax.set_title("crmef-fast: eta and target sweeps beside Mertens and learned baselines")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower center")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     _save_figure(fig, path, ["png"])
