@@ -56,6 +56,7 @@ EXTRA = [
     ("eval-pyramid", "searched-pyramid-eta0.5"),
     ("eval-pyramid-long", "searched-pyramid-long-eta0.5"),
     ("eval-fast", "searched-fast-eta0.03"),
+    ("eval-fast-front", "searched-fast-target200"),
 ]
 """Shipped nets evaluated in their own MEFB runs: (results folder, model)."""
 
