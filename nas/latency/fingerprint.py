@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from nas.accel import keep_freed_memory
 from nas.utils import resolve_device  # noqa: F401  (re-exported: one implementation)
 
 DEFAULT_BATCH = 16
@@ -155,8 +156,6 @@ def device_info(
     """Everything the sidecar records about the device and software (YAML-safe values),
     including the allocator setting every timing run uses (:func:`nas.accel.keep_freed_memory`,
     turned on here if it was not yet)."""
-    from nas.accel import keep_freed_memory
-
     dev = resolve_device(device)
     threads = torch.get_num_threads() if threads is None else int(threads)
     info: dict[str, Any] = {

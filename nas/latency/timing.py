@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from nas.accel import keep_freed_memory
+
 
 @dataclass(frozen=True)
 class TimingStats:
@@ -145,8 +147,6 @@ def time_fn(
     is paused while timing (as ``timeit`` does). The allocator keeps freed memory
     (:func:`nas.accel.keep_freed_memory`), as in every configured run.
     """
-    from nas.accel import keep_freed_memory
-
     keep_freed_memory()
     t_w = time.perf_counter()
     for _ in range(warmup):
