@@ -34,8 +34,8 @@ written to the check file); 2 a usage error (bad model reference, missing option
 
 Deformable convolutions: :func:`nas.ops.deform_conv.deform_conv2d` loops over the batch and
 over blocks of positions in Python and casts sizes to ``float``, which ``torch.export``
-specialises to the example's shapes; while exporting, :mod:`nas.ops.deform` calls
-:func:`nas.ops.deform_conv.deform_conv2d_grid_sample` instead (the same sampling, written with
+specialises to the example's shapes; while exporting, it runs its ``grid_sample`` backend
+instead (see :data:`nas.ops.deform_conv.BACKENDS`: the same sampling, written with
 ``F.grid_sample``; exported ONNX maps it to ``GridSample``), so the misaligned networks export
 with dynamic shapes. The check compares against the original implementation.
 

@@ -435,6 +435,31 @@ def test_torchvision_and_pure_paths_agree() -> None:
         torch.testing.assert_close(a, c)
 
 
+def test_grid_sample_backend_agrees_with_the_pure_path() -> None:
+    """The export kernel, forced as a backend: same values and gradients (float64), and the
+    same argument checks before it runs."""
+    from nas.ops.deform_conv import deform_backend, deform_backend_for
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 4, 9, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    off = (3 * torch.randn(2, 36, 5, 6, generator=g, dtype=torch.float64)).requires_grad_()
+    mask = torch.rand(2, 18, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, generator=g, dtype=torch.float64)
+    outs = {}
+    for name in ("torch", "grid_sample"):
+        with deform_backend(name):
+            assert deform_backend_for("cpu") == name
+            y = deform_conv2d(x, off, w, b, stride=2, padding=1, mask=mask)
+        grads = torch.autograd.grad(y.square().sum(), (x, off, mask, w))
+        outs[name] = (y.detach(), grads)
+    torch.testing.assert_close(outs["grid_sample"][0], outs["torch"][0])
+    for a, c in zip(outs["grid_sample"][1], outs["torch"][1]):
+        torch.testing.assert_close(a, c)
+    with deform_backend("grid_sample"), pytest.raises(ValueError, match="mask shape"):
+        deform_conv2d(x, off, w, b, stride=2, padding=1, mask=mask[:, :9])
+
+
 @pytest.mark.cuda
 def test_auto_uses_torchvision_on_cuda_when_present() -> None:
     from nas.ops.deform_conv import _torchvision_ops, deform_backend_for

@@ -89,7 +89,7 @@ def _restate(op: torch.nn.Module, name: str, style: str, x: torch.Tensor, feat=N
     implementation of the same sampling)."""
     import torch.nn.functional as F
 
-    from nas.ops.deform_conv import deform_conv2d_grid_sample
+    from nas.ops.deform_conv import deform_backend, deform_conv2d
 
     spec = get_op_spec(name)
     k, d = spec.kernel, spec.dilation
@@ -105,9 +105,10 @@ def _restate(op: torch.nn.Module, name: str, style: str, x: torch.Tensor, feat=N
         taps = k * k
         gate = torch.sigmoid(om[:, 2 * taps :])
         mask = gate if style == "authors" else 2.0 * gate
-        y = deform_conv2d_grid_sample(
-            x, om[:, : 2 * taps], op.weight, op.bias, op.stride, (k - 1) // 2, 1, mask
-        )
+        with deform_backend("grid_sample"):
+            y = deform_conv2d(
+                x, om[:, : 2 * taps], op.weight, op.bias, op.stride, (k - 1) // 2, 1, mask
+            )
         return y if style == "authors" else F.leaky_relu(y, 0.1)
     c = op.conv
     conv = F.conv2d(x, c.weight, c.bias, c.stride, (k - 1) // 2 * d, d)

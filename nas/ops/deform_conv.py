@@ -6,7 +6,7 @@ from ordinary differentiable torch ops, so it runs wherever torch runs (CPU, CUD
 needs no compiled extension, and autograd provides gradients w.r.t. every tensor argument.
 Where torchvision imports, CUDA tensors go to its compiled kernel instead (see
 :data:`BACKENDS`; the two agree to float precision); while exporting, a third kernel runs,
-:func:`deform_conv2d_grid_sample`. Arguments are validated before any of them runs.
+the ``grid_sample`` backend. Arguments are validated before any of them runs.
 
 Layout (identical to torchvision)
 ---------------------------------
@@ -77,6 +77,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -85,15 +86,15 @@ from torch import Tensor
 
 __all__ = ["BACKENDS", "deform_backend", "deform_backend_for", "deform_conv2d"]
 
-BACKENDS: tuple[str, ...] = ("auto", "torch", "torchvision")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "torchvision", "grid_sample")
 """Which kernel :func:`deform_conv2d` runs. ``auto`` (default): torchvision's compiled kernel
 for CUDA tensors when torchvision imports, this module's pure-PyTorch path otherwise;
 ``torch``: always the pure path; ``torchvision``: always torchvision's (an error when it does
-not import). Set with the ``NAS_DEFORM_BACKEND`` environment variable or
-:func:`deform_backend`. Exporting (torch.export / ONNX tracing) ignores this setting and
-always runs a third kernel, :func:`deform_conv2d_grid_sample` (one ``F.grid_sample`` per
-offset group; no Python loops over sizes). Every kernel gets the same arguments, validated
-once before dispatch."""
+not import); ``grid_sample``: the export kernel (one ``F.grid_sample`` per offset group, no
+Python loops over sizes), e.g. to time or check what an exported graph computes. Set with the
+``NAS_DEFORM_BACKEND`` environment variable or :func:`deform_backend`. Exporting
+(torch.export / ONNX tracing) ignores this setting and always runs ``grid_sample``. Every
+kernel gets the same arguments, validated once before dispatch."""
 _backend = os.environ.get("NAS_DEFORM_BACKEND", "auto")
 _TV_OPS: list[Any] = []  # [module or None], filled on first use
 
@@ -127,9 +128,12 @@ def deform_backend(name: str) -> Iterator[None]:
 
 
 def deform_backend_for(device: torch.device | str) -> str:
-    """The kernel :func:`deform_conv2d` runs for tensors on ``device``: ``"torchvision"`` or
-    ``"torch"`` (recorded in latency-table sidecars, since the two differ in speed)."""
+    """The kernel :func:`deform_conv2d` runs for tensors on ``device`` outside an export:
+    ``"torch"``, ``"torchvision"`` or ``"grid_sample"`` (recorded in latency-table sidecars,
+    since they differ in speed)."""
     name = _check_backend(_backend)
+    if name == "grid_sample":
+        return name
     if name == "torchvision":
         if _torchvision_ops() is None:
             raise RuntimeError(
@@ -164,6 +168,25 @@ def _shape(t: Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
+@dataclass(frozen=True)
+class _DeformCall:
+    """One validated :func:`deform_conv2d` call, as :func:`_check_args` returns it; every
+    kernel takes one. Tensors as passed; stride, padding and dilation as ``(h, w)`` pairs."""
+
+    input: Tensor
+    offset: Tensor
+    weight: Tensor
+    bias: Tensor | None
+    mask: Tensor | None
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    og: int  # offset groups
+    groups: int  # weight groups
+    H_out: int
+    W_out: int
+
+
 def _check_args(
     input: Tensor,
     offset: Tensor,
@@ -173,14 +196,10 @@ def _check_args(
     padding: int | tuple[int, int],
     dilation: int | tuple[int, int],
     mask: Tensor | None,
-) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int, int, int, int]:
+) -> _DeformCall:
     """Validate :func:`deform_conv2d`'s arguments (every backend, before dispatch).
 
     Raises ``ValueError`` naming the argument and the shapes involved.
-
-    Returns:
-        ``(stride, padding, dilation, offset_groups, groups, H_out, W_out)`` with the three
-        pairs as ``(h, w)`` ints.
     """
     sh, sw = _pair(stride, "stride")
     ph, pw = _pair(padding, "padding")
@@ -249,7 +268,9 @@ def _check_args(
     if bias is not None and _shape(bias) != (C_out,):
         raise ValueError(f"bias shape {_shape(bias)} does not match expected ({C_out},)")
 
-    return (sh, sw), (ph, pw), (dh, dw), og, groups, H_out, W_out
+    return _DeformCall(
+        input, offset, weight, bias, mask, (sh, sw), (ph, pw), (dh, dw), og, groups, H_out, W_out
+    )
 
 
 def deform_conv2d(
@@ -277,37 +298,28 @@ def deform_conv2d(
         ``(B, C_out, H_out, W_out)`` with ``H_out = (H + 2 pad_h - dil_h (kh - 1) - 1) //
         stride_h + 1`` (same for ``W_out``).
     """
-    (sh, sw), (ph, pw), (dh, dw), og, groups, H_out, W_out = _check_args(
-        input, offset, weight, bias, stride, padding, dilation, mask
-    )
-    if torch.compiler.is_exporting() or torch.jit.is_tracing():
+    call = _check_args(input, offset, weight, bias, stride, padding, dilation, mask)
+    backend = deform_backend_for(input.device)
+    if backend == "grid_sample" or torch.compiler.is_exporting() or torch.jit.is_tracing():
         # torch.export / ONNX tracing would specialise the loops below to the example's shapes
-        return deform_conv2d_grid_sample(
-            input, offset, weight, bias, (sh, sw), (ph, pw), (dh, dw), mask
-        )
-    if deform_backend_for(input.device) == "torchvision":
+        return _grid_sample_kernel(call)
+    if backend == "torchvision":
         return _torchvision_ops().deform_conv2d(
-            input, offset, weight, bias, (sh, sw), (ph, pw), (dh, dw), mask
+            input, offset, weight, bias, call.stride, call.padding, call.dilation, mask
         )
-    conv = _DeformConv(
-        input, offset, weight, bias, mask, (sh, sw), (ph, pw), (dh, dw), og, groups, H_out, W_out
-    )
-    return conv.run(input)
+    return _DeformConv(call).run(input)
 
 
-def _base_positions(
-    kh: int,
-    kw: int,
-    H_out: int,
-    W_out: int,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-    device: torch.device,
-    dtype: torch.dtype,
-) -> tuple[Tensor, Tensor]:
-    """Undeformed sample rows / columns ``(K, L)`` of every tap at every output position."""
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+def _base_positions(call: _DeformCall) -> tuple[Tensor, Tensor]:
+    """Undeformed sample rows / columns ``(K, L)`` of every tap at every output position.
+
+    Sizes are read from the tensors (``H_out, W_out`` from the offset), so they stay symbolic
+    while exporting.
+    """
+    (sh, sw), (ph, pw), (dh, dw) = call.stride, call.padding, call.dilation
+    kh, kw = call.weight.shape[-2:]
+    H_out, W_out = call.offset.shape[-2:]
+    device, dtype = call.offset.device, call.offset.dtype
     ys = torch.arange(H_out, device=device, dtype=dtype) * sh - ph
     xs = torch.arange(W_out, device=device, dtype=dtype) * sw - pw
     ki = torch.arange(kh, device=device, dtype=dtype) * dh
@@ -466,21 +478,10 @@ class _DeformConv:
     columns per weight group and ``D = groups * Dg`` per output position.
     """
 
-    def __init__(
-        self,
-        input: Tensor,
-        offset: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        mask: Tensor | None,
-        stride: tuple[int, int],
-        padding: tuple[int, int],
-        dilation: tuple[int, int],
-        og: int,
-        groups: int,
-        H_out: int,
-        W_out: int,
-    ) -> None:
+    def __init__(self, call: _DeformCall) -> None:
+        input, offset, weight, mask = call.input, call.offset, call.weight, call.mask
+        bias = call.bias
+        og, groups, H_out, W_out = call.og, call.groups, call.H_out, call.W_out
         B, C, H, W = input.shape
         C_out, _, kh, kw = weight.shape
         self.B, self.H, self.W, self.C_out, self.H_out, self.W_out = B, H, W, C_out, H_out, W_out
@@ -504,9 +505,7 @@ class _DeformConv:
 
         self.off = offset.reshape(B, og, K, 2, L)  # (B, og, K, 2, L)
         self.msk = None if mask is None else mask.reshape(B, og, K, L)  # (B, og, K, L)
-        self.base_y, self.base_x = _base_positions(  # (K, L) each
-            kh, kw, H_out, W_out, stride, padding, dilation, offset.device, offset.dtype
-        )
+        self.base_y, self.base_x = _base_positions(call)  # (K, L) each
         # Weight as (groups, C_out // groups, Dg) matching the column order
         # (og_v / groups, K, Cv) within one weight group.
         self.Opg = C_out // groups
@@ -650,40 +649,22 @@ class _DeformConv:
         return out.view(B, self.C_out, self.H_out, self.W_out)
 
 
-def deform_conv2d_grid_sample(
-    input: Tensor,
-    offset: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
-    mask: Tensor | None = None,
-) -> Tensor:
-    """:func:`deform_conv2d` without Python loops or size casts (used while exporting).
+def _grid_sample_kernel(call: _DeformCall) -> Tensor:
+    """The ``grid_sample`` backend: :func:`deform_conv2d` without Python loops or size casts.
 
-    Same arguments, layout and boundary rule (each bilinear neighbour outside the image
-    contributes zero: ``F.grid_sample`` with zero padding, ``align_corners=False``). Every tap
-    of every offset group is sampled with one ``grid_sample`` call, the samples are multiplied
-    by the mask and contracted with the weights. Built only from ops that ``torch.export`` keeps
-    symbolic in the batch and spatial sizes, and that ONNX has (``GridSample``).
+    Same layout and boundary rule
+    (each bilinear neighbour outside the image contributes zero: ``F.grid_sample`` with zero
+    padding, ``align_corners=False``). Every tap of every offset group is sampled with one
+    ``grid_sample`` call, the samples are multiplied by the mask and contracted with the
+    weights. Built only from ops that ``torch.export`` keeps symbolic in the batch and spatial
+    sizes, and that ONNX has (``GridSample``); exports always run it.
     """
-    sh, sw = _pair(stride, "stride")
-    ph, pw = _pair(padding, "padding")
-    dh, dw = _pair(dilation, "dilation")
+    input, offset, weight, bias, mask = call.input, call.offset, call.weight, call.bias, call.mask
     B, C, H, W = input.shape
     C_out, Cpg, kh, kw = weight.shape
-    K = kh * kw
-    og = offset.shape[1] // (2 * K)
-    groups = C // Cpg
+    K, og, groups = kh * kw, call.og, call.groups
     H_out, W_out = offset.shape[-2:]
-    dev, dt = input.device, input.dtype
-    ys = torch.arange(H_out, device=dev, dtype=dt) * sh - ph
-    xs = torch.arange(W_out, device=dev, dtype=dt) * sw - pw
-    ki = torch.arange(kh, device=dev, dtype=dt) * dh
-    kj = torch.arange(kw, device=dev, dtype=dt) * dw
-    base_y = (ki.view(kh, 1, 1, 1) + ys.view(1, 1, -1, 1)).expand(kh, kw, H_out, W_out)
-    base_x = (kj.view(1, kw, 1, 1) + xs.view(1, 1, 1, -1)).expand(kh, kw, H_out, W_out)
+    base_y, base_x = _base_positions(call)
     off = offset.reshape(B, og, K, 2, H_out, W_out)
     py = off[:, :, :, 0] + base_y.reshape(1, 1, K, H_out, W_out)
     px = off[:, :, :, 1] + base_x.reshape(1, 1, K, H_out, W_out)
