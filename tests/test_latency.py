@@ -115,7 +115,7 @@ def test_table_round_trip_atomic(tmp_path, table):
     assert back.device_fingerprint == table.device_fingerprint
     # merge: a re-profiled row replaces the old one with the same key, others stay
     first = next(iter(back))
-    back.update([type(first)(*first.key, median_ms=123.0, mean_ms=123.0)])
+    back.update([type(first)(first.key, median_ms=123.0, mean_ms=123.0)])
     back.save()
     again = LatencyTable.read(p)
     assert again.entry(*first.key).median_ms == 123.0 and len(again) == len(table)
@@ -316,7 +316,7 @@ def test_quick_profile_through_main(tmp_path, space):
     assert meta["reps"] == 3 and meta["input_size"] == [32, 32]
     for k in ("device_fingerprint", "cpu_model", "torch", "dtype", "warmup", "date", "tool"):
         assert k in meta
-    assert all(e.n == 3 and e.median_ms > 0 or e.op == "skip" for e in t)
+    assert all(e.n == 3 and e.median_ms > 0 or e.key.op == "skip" for e in t)
     # every unit of every derived net of the space is covered
     for g in sample_genotypes(space, 4, seed=0):
         assert predict(g, SIZE, t) > 0
@@ -370,7 +370,7 @@ def test_profile_spaces_library_call_without_writing(space):
     s = ProfileSettings(batch=1, input_size=(16, 16), reps=2, warmup=0, threads=1)
     rep = profile_spaces([space], [4], s, out_dir=None, progress=False, log=None)
     assert rep.path is None and rep.profiled == len(rep.table) > 0
-    assert all(e.batch == 1 and e.n == 2 for e in rep.table)
+    assert all(e.key.batch == 1 and e.n == 2 for e in rep.table)
 
 
 def test_mixedop_is_not_a_unit():
@@ -434,7 +434,7 @@ def test_load_prefers_settings_and_statistic(tmp_path, table):
     fp = device_fingerprint("cpu")
     full = LatencyTable(list(table), {**table.meta, "batch": 1, "quick": False})
     full.save(tmp_path / f"{table_name(fp, 1, SIZE)}.csv")
-    rows = [type(e)(*e.key, median_ms=2 * e.median_ms, mean_ms=1.0, min_ms=0.5) for e in table]
+    rows = [type(e)(e.key, median_ms=2 * e.median_ms, mean_ms=1.0, min_ms=0.5) for e in table]
     quick = LatencyTable(rows, {**table.meta, "batch": 1, "quick": True})
     quick.save(tmp_path / f"{table_name(fp, 1, SIZE, quick=True)}.csv")
     assert LatencyTable.load(device="cpu", directory=tmp_path).meta["quick"] is False

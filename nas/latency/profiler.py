@@ -39,7 +39,7 @@ from nas.latency.fingerprint import (
     resolve_dtype,
     table_name,
 )
-from nas.latency.keys import LatencyEntry, format_shapes
+from nas.latency.keys import LatencyEntry, TableKey, format_shapes
 from nas.latency.table import LatencyTable, default_table_dir
 from nas.latency.table_io import LatencyTableNotFound
 from nas.latency.timing import (
@@ -235,7 +235,7 @@ def _entry(call: UnitCall, batch: int, samples: Sequence[float]) -> LatencyEntry
         [None if s is None else (batch, *s[1:]) for s in call.in_shapes]
         + [(batch, *s[1:]) for _, s in call.kw_shapes]
     )
-    return LatencyEntry(*call.key, batch, **asdict(st), shapes=shapes)
+    return LatencyEntry(TableKey(*call.key, batch), **asdict(st), shapes=shapes)
 
 
 def profile_units(
@@ -374,7 +374,7 @@ def profile_spaces(
     with pinned_threads(settings.threads):
         units = collect_units(spaces, channels, settings.input_size)
     batch = settings.batch
-    have = {e.key.unit_key for e in table if e.batch == batch} if only_missing else set()
+    have = {e.key.unit_key for e in table if e.key.batch == batch} if only_missing else set()
     ckpt = partial_path(out_dir, settings) if out_dir is not None else None
     done = _resumed_rows(ckpt, settings, say) if resume else {}
     todo = {k: c for k, c in units.items() if k not in have and k not in done}
@@ -436,7 +436,7 @@ def _resumed_rows(
     if not _settings_match(part.meta, settings):
         say(f"not resuming from {ckpt}: it was made with other settings")
         return {}
-    done = {e.key.unit_key: e for e in part if e.batch == settings.batch}
+    done = {e.key.unit_key: e for e in part if e.key.batch == settings.batch}
     say(f"resuming: {len(done)} unit(s) reused from {ckpt}")
     return done
 

@@ -12,7 +12,6 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ def table_csv_text(entries: Iterable[LatencyEntry]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
     for e in entries:
-        d = asdict(e)
+        d = e.columns()
         w.writerow([f"{d[c]:.6g}" if c in _FORMAT_FLOATS else d[c] for c in COLUMNS])
     return buf.getvalue()
 
@@ -169,7 +168,6 @@ def _parse_csv(text: str, path: Path) -> list[LatencyEntry]:
             f"latency table {path}: missing column(s) {missing}; header is {header}, "
             f"expected at least {list(REQUIRED_COLUMNS)}"
         )
-    names = {f.name for f in fields(LatencyEntry)}
     entries: list[LatencyEntry] = []
     try:
         for row in reader:
@@ -211,7 +209,7 @@ def _parse_csv(text: str, path: Path) -> list[LatencyEntry]:
                         f"latency table {path}, line {line}: column 'min_ms' must be a number, "
                         f"got {raw_min!r}"
                     ) from None
-            entries.append(LatencyEntry(**{k: v for k, v in vals.items() if k in names}))
+            entries.append(LatencyEntry.from_columns(vals))
     except csv.Error as e:
         raise LatencyTableError(f"latency table {path}: not a valid CSV: {e}") from None
     return entries
