@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from nas.ops.conv import same_conv
+from nas.ops.conv import ConvOp, same_conv
 from nas.ops.deform_conv import deform_conv2d
 from nas.ops.unit import Unit
 
@@ -29,8 +29,9 @@ TABLE_PREFIX = "authors."
 """Latency-table names of authors-style ops: ``authors.conv_3``, ``authors.resconv_5`` ..."""
 
 
-class AuthorsConv(Unit):
-    """``conv_k(x)``, dilation 1 or 2, with bias and no activation ("C"/"DC" in the paper).
+class AuthorsConv(ConvOp):
+    """``conv_k(x)``, dilation 1 or 2, with bias and no activation ("C"/"DC" in the paper):
+    the lean :class:`~nas.ops.conv.ConvOp` with an identity in place of its LeakyReLU.
 
     (B, C_in, H, W) -> (B, C_out, ceil(H/stride), ceil(W/stride)).
     """
@@ -38,12 +39,9 @@ class AuthorsConv(Unit):
     def __init__(
         self, C_in: int, C_out: int, kernel: int, stride: int = 1, dilation: int = 1
     ) -> None:
-        super().__init__(C_in, C_out, stride)
-        self.op_name = f"{TABLE_PREFIX}{'dil' if dilation > 1 else ''}conv_{kernel}"
-        self.conv = same_conv(C_in, C_out, kernel, stride, dilation)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)
+        super().__init__(C_in, C_out, kernel, stride, dilation)
+        self.op_name = TABLE_PREFIX + self.op_name
+        self.act = nn.Identity()
 
 
 class AuthorsResBlock(Unit):
