@@ -21,7 +21,6 @@ Shapes: images (B, 3, H, W) in [0, 1]; weights (B, K, H, W) >= 0.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -96,6 +95,10 @@ def _up1d(x: Tensor, dim: int, n: int) -> Tensor:
     d = dim % x.dim()
     shape[d] = 2 * m
     out = torch.stack([even, odd], d + 1).reshape(shape)
+    if torch.compiler.is_exporting():
+        # a view cropped to n is contiguous only when n == 2m: torch.export would guard on the
+        # example's parity; a gathered copy has no such branch
+        return out.index_select(d, torch.arange(n, device=out.device))
     return out.narrow(d, 0, n)
 
 
@@ -109,8 +112,18 @@ def pyr_up(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 def max_levels(h: int, w: int) -> int:
     """OpenCV's ``maxlevel = int(log(min(w, h)) / log(2))``: the pyramid has that many
-    levels below the full-size one."""
-    return int(math.log(min(h, w)) / math.log(2.0))
+    levels below the full-size one.
+
+    Computed exactly, as ``floor(log2(min(h, w)))`` by comparisons with powers of two (equal to
+    the float formula for every side up to 2^17, checked in the tests), so that under
+    ``torch.export`` with symbolic sizes it adds range guards (``2^n <= min(h, w) < 2^(n+1)``),
+    not a guard on one exact size: an exported net then takes every size with the same depth.
+    """
+    side = torch.sym_min(h, w)
+    n = 0
+    while side >= 2 ** (n + 1):
+        n += 1
+    return n
 
 
 def gaussian_pyramid(x: Tensor, levels: int) -> list[Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -151,3 +152,9 @@ def test_teacher_warmup_switches_objective() -> None:
     assert not isinstance(build_objective("mef-ssim", None, "mertens", 0), TeacherWarmup)
     with pytest.raises(ValueError, match="unknown teacher"):
         build_objective("mef-ssim", None, "oracle", 1)
+
+
+def test_max_levels_is_opencvs_formula_exactly() -> None:
+    """The comparison form equals ``int(log(min) / log(2))`` for every side up to 2^17."""
+    for side in range(1, 1 << 17):
+        assert max_levels(side, side + 5) == int(math.log(side) / math.log(2.0)), side
