@@ -26,11 +26,12 @@ then exports the derived network. Formats:
   (``pip install .[export]``); the check runs with ``onnxruntime`` when installed.
 
 Every export is **checked** against the eager model on random pairs at two sizes (the export
-example, batch 2 x 64 x 96, and batch 1 x 72 x 100, a different size, to prove the dynamic
-dimensions): the max abs difference is printed and written to ``<out>.check.yaml`` with the
-dynamic dimensions, the versions and the architecture. Exit codes: 0 exported and within
-``--tol``; 1 the export failed or the check exceeded ``--tol`` (the reason is printed and
-written to the check file); 2 a usage error (bad model reference, missing optional package).
+example, batch 2 x 64 x 96 or ``--input-size H W``, and batch 1 x 72 x 100, a different size,
+to prove the dynamic dimensions): the max abs difference is printed and written to
+``<out>.check.yaml`` with the dynamic dimensions, the versions and the architecture. Exit
+codes: 0 exported and within ``--tol``; 1 the export failed or the check exceeded ``--tol``
+(the reason is printed and written to the check file); 2 a usage error (bad model reference,
+missing optional package).
 
 Deformable convolutions: :func:`nas.ops.deform_conv.deform_conv2d` loops over the batch and
 over blocks of positions in Python and casts sizes to ``float``, which ``torch.export``
@@ -38,6 +39,14 @@ specialises to the example's shapes; while exporting, it runs its ``grid_sample`
 instead (see :data:`nas.ops.deform_conv.BACKENDS`: the same sampling, written with
 ``F.grid_sample``; exported ONNX maps it to ``GridSample``), so the misaligned networks export
 with dynamic shapes. The check compares against the original implementation.
+
+Size classes: a genotype with a ``pyramid`` or ``fast`` head blends a Laplacian pyramid whose
+depth (:func:`nas.pyramid.max_levels`) and coarse-level sizes follow H x W. ``torch.export``
+keeps H and W symbolic but guards on that structure (range guards: the depth is computed by
+comparisons, and the pyramid's crops gather instead of slicing while exporting), so the program
+takes the sizes whose pyramid matches the example's. Export such a net at its deployment size
+(``--input-size``); its second check size is :func:`parity_partner`'s (one pixel off per side,
+same half size), and the report says so (``size_class``).
 
 Known limits (every format checked on the registry models; see the check files): LCNDR's
 ``torch-export`` program only accepts widths / heights for which its internal padding to a
@@ -76,7 +85,11 @@ FORMATS = ("state-dict", "torch-export", "onnx")
 SUFFIXES = {"state-dict": ".pt", "torch-export": ".pt2", "onnx": ".onnx"}
 CHECK_SHAPES = ((2, 3, 64, 96), (1, 3, 72, 100))
 """Check inputs: the export example (batch 2: torch.export specialises sizes 0 and 1) and a
-second, different size (its batch is the example's when the batch dimension is static)."""
+second, different size (its batch is the example's when the batch dimension is static).
+Size-class networks (:func:`size_class`) and ``--input-size`` use :func:`parity_partner`'s
+second size instead."""
+SIZE_CLASS_HEADS = ("pyramid", "fast")
+"""Genotype heads whose graph follows the input size (a Laplacian pyramid ``max_levels`` deep)."""
 DEFAULT_TOL = 1e-4
 """Largest max abs difference from the eager model accepted by the check (``--tol``)."""
 
@@ -95,6 +108,34 @@ def check_pair_inputs(shape: tuple[int, ...], seed: int = 0) -> tuple[Tensor, Te
     u = torch.rand(shape, generator=g) * 0.5
     o = torch.rand(shape, generator=g) * 0.5 + 0.5
     return u, o
+
+
+def size_class(resolved: Any) -> bool:
+    """True when the model's graph depends on the input size: a genotype with a pyramid or fast
+    head, whose pyramid depth and coarse-level sizes follow H x W. ``torch.export`` keeps H and
+    W symbolic but guards on that structure, so the program takes the sizes whose pyramid
+    matches the example's (e.g. the fast net exported at 768 x 1024 runs 514 x 700 to
+    1000 x 1000): export it at the deployment size (``--input-size``)."""
+    g = getattr(resolved, "genotype", None)
+    return g is not None and getattr(g.arch, "head", "crmef") in SIZE_CLASS_HEADS
+
+
+def parity_partner(h: int, w: int) -> tuple[int, int]:
+    """A second check size that differs from ``(h, w)`` at full resolution only.
+
+    Each side moves by one pixel to the other parity with the same ``ceil(side / 2)`` (even
+    sides down, odd sides up), so every coarser pyramid level keeps its size; a side whose move
+    would change the pyramid depth (:func:`nas.pyramid.max_levels`) stays put.
+    """
+    from nas.pyramid import max_levels
+
+    def move(n: int) -> int:
+        return n - 1 if n % 2 == 0 else n + 1
+
+    depth = max_levels(h, w)
+    h2 = move(h) if h > 2 and max_levels(move(h), w) == depth else h
+    w2 = move(w) if w > 2 and max_levels(h2, move(w)) == depth else w
+    return h2, w2
 
 
 def _short(e: BaseException, limit: int = 600) -> str:
@@ -142,8 +183,12 @@ def program_dynamic_dims(program: Any) -> dict[str, bool]:
     return {"batch": False, "height": False, "width": False}
 
 
-def _check_shapes(dynamic: dict[str, bool]) -> list[tuple[int, ...]]:
-    first, second = CHECK_SHAPES
+def _check_shapes(
+    dynamic: dict[str, bool], example: tuple[int, ...], partner: bool
+) -> list[tuple[int, ...]]:
+    """The example shape and a second one (:data:`CHECK_SHAPES`, or the parity partner)."""
+    first = example
+    second = (1, 3, *parity_partner(*example[-2:])) if partner else CHECK_SHAPES[1]
     if not dynamic.get("batch", True):
         second = (first[0], *second[1:])
     return [first, second]
@@ -202,7 +247,7 @@ def _meta(resolved: Any) -> dict[str, Any]:
     }
 
 
-def _write_state_dict(resolved: Any, out: Path) -> Any:
+def _write_state_dict(resolved: Any, out: Path, example: tuple[int, ...]) -> Any:
     from nas.models import resolve_model, save_model
 
     extra = {k: v for k, v in _meta(resolved).items() if k in ("name", "source", "trained")}
@@ -214,8 +259,8 @@ def _write_state_dict(resolved: Any, out: Path) -> Any:
     return reloaded, {"batch": True, "height": True, "width": True}, {}
 
 
-def _write_torch_export(resolved: Any, out: Path) -> Any:
-    program = export_program(resolved.model, check_pair_inputs(CHECK_SHAPES[0]))
+def _write_torch_export(resolved: Any, out: Path, example: tuple[int, ...]) -> Any:
+    program = export_program(resolved.model, check_pair_inputs(example))
     meta = _meta(resolved)
     extra = {"arch.json": json.dumps(resolved.arch), "meta.json": json.dumps(meta)}
     atomic_write(out, lambda f: torch.export.save(program, f, extra_files=extra))
@@ -226,7 +271,7 @@ def _write_torch_export(resolved: Any, out: Path) -> Any:
     return loaded.module(), program_dynamic_dims(program), {}
 
 
-def _write_onnx(resolved: Any, out: Path) -> Any:
+def _write_onnx(resolved: Any, out: Path, example_shape: tuple[int, ...]) -> Any:
     missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
         raise MissingDependencyError(
@@ -235,7 +280,7 @@ def _write_onnx(resolved: Any, out: Path) -> Any:
         )
     import onnx
 
-    example = check_pair_inputs(CHECK_SHAPES[0])
+    example = check_pair_inputs(example_shape)
     names = {"input_names": ["under", "over"], "output_names": ["fused"]}
     info: dict[str, Any] = {}
     try:
@@ -297,6 +342,7 @@ def export_model(
     out: str | Path | None = None,
     *,
     tol: float = DEFAULT_TOL,
+    input_size: tuple[int, int] | None = None,
     **model_kwargs: Any,
 ) -> dict[str, Any]:
     """Export a model reference to ``fmt`` and check it against the eager model.
@@ -307,6 +353,9 @@ def export_model(
         out: destination (default: ``<run>/export/model.<ext>`` for a run folder, else
             ``exports/<name>.<ext>``); the check report goes to ``<out>.check.yaml``.
         tol: largest accepted max abs difference.
+        input_size: ``(H, W)`` of the export example (batch 2), e.g. the deployment size;
+            default :data:`CHECK_SHAPES`' first. With it, or for a :func:`size_class` network,
+            the second check size is :func:`parity_partner`'s.
         model_kwargs: passed to registry models (e.g. ``channels``).
 
     Returns:
@@ -329,6 +378,10 @@ def export_model(
     src = Path(resolved.source)
     if src.is_file() and src.resolve() == out.resolve():
         raise ValueError(f"refusing to overwrite the source model file '{src}' (choose --out)")
+    if input_size is not None and (len(input_size) != 2 or min(input_size) < 8):
+        raise ValueError(f"input_size must be (H, W) with both >= 8, got {tuple(input_size)}")
+    example = (2, 3, *input_size) if input_size is not None else CHECK_SHAPES[0]
+    partner = input_size is not None or size_class(resolved)
     report: dict[str, Any] = {
         "ok": False,
         "format": fmt,
@@ -338,7 +391,7 @@ def export_model(
         "tol": tol,
     }
     try:
-        run, dynamic, info = _WRITERS[fmt](resolved, out)
+        run, dynamic, info = _WRITERS[fmt](resolved, out, example)
     except MissingDependencyError:
         raise
     except Exception as e:  # noqa: BLE001 - the report says which format fails and why
@@ -347,12 +400,17 @@ def export_model(
         return report
     report.update(info)
     report["dynamic"] = dynamic
+    if size_class(resolved) and fmt != "state-dict":
+        report["size_class"] = (
+            f"the graph follows the pyramid of a {example[2]} x {example[3]} input: it takes "
+            "sizes with the same pyramid shape, not every size"
+        )
     if run is None:
         report["checks"] = []
         report["max_abs_diff"] = None
         report["ok"] = True
     else:
-        checks = _compare(resolved.model, run, _check_shapes(dynamic))
+        checks = _compare(resolved.model, run, _check_shapes(dynamic, example, partner))
         report["checks"] = checks
         diffs = [c["max_abs_diff"] for c in checks]
         bad = [c for c in checks if c["max_abs_diff"] is None]
@@ -387,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default: <run>/export/model.<ext>, exports/...)")
     p.add_argument("--channels", type=int, help="width of crmef-* registry models")
     p.add_argument("--tol", type=float, default=DEFAULT_TOL, help="accepted max abs difference")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="export example size, e.g. the deployment size (default 64 96); pyramid and fast "
+        "heads export one graph per pyramid shape, so give them the size they will run at",
+    )
     return p
 
 
@@ -409,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         ref = args.model or args.run
         kwargs = {"channels": args.channels} if args.channels else {}
-        result = export_model(ref, args.format, args.out, tol=args.tol, **kwargs)
+        size = tuple(args.input_size) if args.input_size else None
+        result = export_model(ref, args.format, args.out, tol=args.tol, input_size=size, **kwargs)
     except (RunError, FileNotFoundError, ValueError, ModelRefError, MissingDependencyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -431,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         f"exported {result['name']} as {args.format}: {result['file']}\n"
         f"  dynamic dims: {dyn}\n  check: {checked}\n  report: {check}"
     )
+    if "size_class" in result:
+        print(f"  note: {result['size_class']}")
     return 0
 
 

@@ -93,6 +93,42 @@ def test_torch_export_matches_eager_on_two_sizes(tmp_path: Path, g: Genotype) ->
         assert (program.module()(u, o) - eager(u, o)).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize(
+    "size,partner",
+    [((768, 1024), (767, 1023)), ((97, 130), (98, 129)), ((64, 96), (64, 95)), ((8, 8), (8, 8))],
+)
+def test_parity_partner_keeps_every_coarser_level(size, partner) -> None:
+    """Each side moves to the other parity with the same half size, unless that changes the
+    pyramid depth (64 -> 63 would drop a level; 8 x 8 has no side that can move)."""
+    from nas.pyramid import max_levels
+
+    got = export.parity_partner(*size)
+    assert got == partner
+    assert max_levels(*got) == max_levels(*size)
+    assert [(n + 1) // 2 for n in got] == [(n + 1) // 2 for n in size]
+
+
+FAST_NET = Path(__file__).resolve().parents[1] / "results/mefb/models/searched-fast-eta0.03.pt"
+
+
+def test_fast_head_net_exports_at_a_deployment_size(tmp_path: Path, capsys) -> None:
+    """The shipped fast net (1/16-scale body, pyramid blend): one graph for the pyramid shape of
+    the given size, checked there and at its parity partner, file equal to the eager model."""
+    out = tmp_path / "fast.pt2"
+    argv = ["--model", str(FAST_NET), "--format", "torch-export", "--out", str(out)]
+    assert export.main([*argv, "--input-size", "48", "80"]) == 0
+    printed = capsys.readouterr().out
+    assert "2x3x48x80: 0" in printed and "1x3x47x79: 0" in printed
+    assert "takes sizes with the same pyramid shape" in printed
+    report = yaml.safe_load(Path(f"{out}.check.yaml").read_text())
+    assert report["ok"] and report["dynamic"] == {"batch": True, "height": True, "width": True}
+    program = torch.export.load(out).module()
+    eager = resolve_model(FAST_NET).model.eval()
+    u, o = _pair((3, 3, 47, 80), seed=9)  # a third size of the same pyramid shape
+    with torch.no_grad():
+        assert (program(u, o) - eager(u, o)).abs().max().item() < 1e-5
+
+
 def test_cli_export_and_failure_report(tmp_path: Path, monkeypatch, capsys) -> None:
     src = _model_file(tmp_path, CRMEF_GENERAL.with_channels(8))
     out = tmp_path / "cli.pt"
