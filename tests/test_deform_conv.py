@@ -411,53 +411,55 @@ def test_forcing_a_missing_torchvision_is_a_clear_error() -> None:
         deform_conv2d(x, torch.zeros(1, 18, 5, 5), torch.rand(3, 2, 3, 3), padding=1)
 
 
+def _float64_case(seed: int, x: tuple, off: tuple, mask: tuple, w: tuple) -> dict:
+    """Random float64 arguments (offsets of a few pixels) that need gradients."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "input": torch.rand(x, generator=g, dtype=torch.float64, requires_grad=True),
+        "offset": (3 * torch.randn(off, generator=g, dtype=torch.float64)).requires_grad_(),
+        "mask": torch.rand(mask, generator=g, dtype=torch.float64, requires_grad=True),
+        "weight": torch.randn(w, generator=g, dtype=torch.float64, requires_grad=True),
+        "bias": torch.randn(w[0], generator=g, dtype=torch.float64),
+    }
+
+
+def _assert_backends_agree(names: tuple[str, str], case: dict, **geometry) -> None:
+    """Both backends give the same output and the same gradients w.r.t. every tensor."""
+    from nas.ops.deform_conv import deform_backend, deform_backend_for
+
+    outs = []
+    for name in names:
+        with deform_backend(name):
+            assert deform_backend_for("cpu") == name
+            y = deform_conv2d(**case, **geometry)
+        wrt = (case["input"], case["offset"], case["mask"], case["weight"])
+        outs.append((y.detach(), torch.autograd.grad(y.square().sum(), wrt)))
+    torch.testing.assert_close(outs[1][0], outs[0][0])
+    for a, c in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(a, c)
+
+
 def test_torchvision_and_pure_paths_agree() -> None:
     """Forced onto torchvision's kernel (on CPU here; on CUDA it is the default there), the
     result and the gradients equal the pure path's."""
-    from nas.ops.deform_conv import _torchvision_ops, deform_backend
+    from nas.ops.deform_conv import _torchvision_ops
 
     if _torchvision_ops() is None:
         pytest.skip("torchvision does not import beside this torch build")
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(2, 4, 9, 11, generator=g, dtype=torch.float64, requires_grad=True)
-    off = (3 * torch.randn(2, 18, 9, 11, generator=g, dtype=torch.float64)).requires_grad_()
-    mask = torch.rand(2, 9, 9, 11, generator=g, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(5, 4, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(5, generator=g, dtype=torch.float64)
-    outs = {}
-    for name in ("torch", "torchvision"):
-        with deform_backend(name):
-            y = deform_conv2d(x, off, w, b, padding=1, mask=mask)
-        grads = torch.autograd.grad(y.square().sum(), (x, off, mask, w))
-        outs[name] = (y.detach(), grads)
-    torch.testing.assert_close(outs["torch"][0], outs["torchvision"][0])
-    for a, c in zip(outs["torch"][1], outs["torchvision"][1]):
-        torch.testing.assert_close(a, c)
+    case = _float64_case(0, (2, 4, 9, 11), (2, 18, 9, 11), (2, 9, 9, 11), (5, 4, 3, 3))
+    _assert_backends_agree(("torch", "torchvision"), case, padding=1)
 
 
 def test_grid_sample_backend_agrees_with_the_pure_path() -> None:
-    """The export kernel, forced as a backend: same values and gradients (float64), and the
-    same argument checks before it runs."""
-    from nas.ops.deform_conv import deform_backend, deform_backend_for
+    """The export kernel, forced as a backend: same values and gradients (float64; two offset
+    groups, two weight groups, stride 2), and the same argument checks before it runs."""
+    from nas.ops.deform_conv import deform_backend
 
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(2, 4, 9, 11, generator=g, dtype=torch.float64, requires_grad=True)
-    off = (3 * torch.randn(2, 36, 5, 6, generator=g, dtype=torch.float64)).requires_grad_()
-    mask = torch.rand(2, 18, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(6, 2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(6, generator=g, dtype=torch.float64)
-    outs = {}
-    for name in ("torch", "grid_sample"):
-        with deform_backend(name):
-            assert deform_backend_for("cpu") == name
-            y = deform_conv2d(x, off, w, b, stride=2, padding=1, mask=mask)
-        grads = torch.autograd.grad(y.square().sum(), (x, off, mask, w))
-        outs[name] = (y.detach(), grads)
-    torch.testing.assert_close(outs["grid_sample"][0], outs["torch"][0])
-    for a, c in zip(outs["grid_sample"][1], outs["torch"][1]):
-        torch.testing.assert_close(a, c)
+    case = _float64_case(1, (2, 4, 9, 11), (2, 36, 5, 6), (2, 18, 5, 6), (6, 2, 3, 3))
+    _assert_backends_agree(("torch", "grid_sample"), case, stride=2, padding=1)
+    case["mask"] = case["mask"][:, :9]
     with deform_backend("grid_sample"), pytest.raises(ValueError, match="mask shape"):
-        deform_conv2d(x, off, w, b, stride=2, padding=1, mask=mask[:, :9])
+        deform_conv2d(**case, stride=2, padding=1)
 
 
 @pytest.mark.cuda
