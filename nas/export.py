@@ -46,9 +46,11 @@ keeps H and W symbolic but guards on that structure (range guards: the depth is 
 comparisons, and the pyramid's crops gather instead of slicing while exporting), so the program
 takes the sizes whose pyramid matches the example's. Export such a net at its deployment size
 (``--input-size``); its second check size is :func:`parity_partner`'s (one pixel off per side,
-same half size), and the report says so (``size_class``). An ONNX file keeps no guards: at a
-size with another pyramid it runs the example's and differs from the eager net (the fast net
-exported at 768 x 1024, run at 1080 x 1920: max abs difference 0.0026) instead of refusing.
+same half size), and the report says so (``size_class``). ONNX keeps no guards: with dynamic
+H and W, a size with another pyramid would run the example's and differ from the eager net (the
+fast net exported at 768 x 1024, run at 1080 x 1920: max abs difference 0.0026) instead of
+refusing, so the ONNX file of such a net has a fixed H x W (batch dynamic), and ONNX Runtime
+refuses any other size.
 
 Known limits (every format checked on the registry models; see the check files): LCNDR's
 ``torch-export`` program only accepts widths / heights for which its internal padding to a
@@ -163,10 +165,13 @@ class PairModule(nn.Module):
         return self.model(under, over)
 
 
-def export_program(model: nn.Module, example: tuple[Tensor, Tensor]) -> Any:
-    """``torch.export`` the model with automatic dynamic batch / H / W (see module docstring)."""
+def export_program(
+    model: nn.Module, example: tuple[Tensor, Tensor], dynamic_size: bool = True
+) -> Any:
+    """``torch.export`` the model with automatic dynamic batch / H / W (see module docstring);
+    with ``dynamic_size=False`` only the batch is dynamic, H and W are the example's."""
     auto = torch.export.Dim.AUTO
-    spec = {0: auto, 2: auto, 3: auto}
+    spec = {0: auto, 2: auto, 3: auto} if dynamic_size else {0: auto}
     return torch.export.export(
         PairModule(model), example, dynamic_shapes=(spec, spec), strict=False
     )
@@ -190,10 +195,11 @@ def _check_shapes(
 ) -> list[tuple[int, ...]]:
     """The example shape and a second one (:data:`CHECK_SHAPES`, or the parity partner)."""
     first = example
-    second = (1, 3, *parity_partner(*example[-2:])) if partner else CHECK_SHAPES[1]
-    if not dynamic.get("batch", True):
-        second = (first[0], *second[1:])
-    return [first, second]
+    second = [1, 3, *parity_partner(*example[-2:])] if partner else list(CHECK_SHAPES[1])
+    for i, dim in ((0, "batch"), (2, "height"), (3, "width")):
+        if not dynamic.get(dim, True):
+            second[i] = first[i]
+    return [first, tuple(second)]
 
 
 def _compare(eager: nn.Module, run: Any, shapes: list[tuple[int, ...]]) -> list[dict[str, Any]]:
@@ -283,16 +289,20 @@ def _write_onnx(resolved: Any, out: Path, example_shape: tuple[int, ...]) -> Any
     import onnx
 
     example = check_pair_inputs(example_shape)
+    # ONNX keeps no shape guards: a size-class net would run another size's input through
+    # the example's pyramid, so its height and width stay fixed
+    dynamic_size = not size_class(resolved)
     names = {"input_names": ["under", "over"], "output_names": ["fused"]}
     info: dict[str, Any] = {}
     try:
-        program = export_program(resolved.model, example)
+        program = export_program(resolved.model, example, dynamic_size=dynamic_size)
         onnx_program = torch.onnx.export(program, example, dynamo=True, verbose=False, **names)
         proto = onnx_program.model_proto
         info["exporter"] = "dynamo"
     except Exception as e:  # noqa: BLE001 - fall back, report both failures if it fails too
         info["dynamo_error"] = _short(e)
-        axes = {n: {0: "batch", 2: "height", 3: "width"} for n in ("under", "over", "fused")}
+        dims = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
+        axes = {n: dims for n in ("under", "over", "fused")}
         buf = io.BytesIO()
         try:
             torch.onnx.export(
@@ -408,9 +418,10 @@ def export_model(
             "sizes with the same pyramid shape, not every size"
         )
         if fmt == "onnx":
-            report["size_class"] += (
-                "; ONNX keeps no guards, so at a size with another pyramid it runs this one "
-                "and differs from the eager net instead of refusing"
+            report["size_class"] = (
+                f"ONNX keeps no shape guards, so this file has a fixed {example[2]} x "
+                f"{example[3]} input (batch dynamic): at another size it would run this "
+                "pyramid and differ from the eager net instead of refusing"
             )
     if run is None:
         report["checks"] = []

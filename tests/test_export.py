@@ -185,10 +185,13 @@ def test_search_run_with_format_derives_then_exports(tmp_path: Path, monkeypatch
     assert resolve_model(run / "export" / "model.pt").genotype == g
 
 
-@pytest.mark.skipif(
+needs_onnx = pytest.mark.skipif(
     importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None,
     reason="onnx / onnxscript not installed (pip install .[export])",
 )
+
+
+@needs_onnx
 def test_onnx_export(tmp_path: Path) -> None:
     src = _model_file(tmp_path, CRMEF_GENERAL.with_channels(8))
     out = tmp_path / "net.onnx"
@@ -201,3 +204,15 @@ def test_onnx_export(tmp_path: Path) -> None:
 
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(meta["nas.arch"]) == arch_of_genotype(CRMEF_GENERAL.with_channels(8))
+
+
+@needs_onnx
+def test_onnx_file_of_a_fast_net_has_a_fixed_size(tmp_path: Path) -> None:
+    """ONNX keeps no shape guards, so a pyramid-shaped graph is not left open to other sizes."""
+    out = tmp_path / "fast.onnx"
+    report = export.export_model(FAST_NET, "onnx", out, input_size=(48, 80))
+    assert report["ok"], report.get("error")
+    assert report["dynamic"] == {"batch": True, "height": False, "width": False}
+    assert "fixed 48 x 80 input" in report["size_class"]
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert [c["shape"] for c in report["checks"]] == [[2, 3, 48, 80], [1, 3, 48, 80]]
