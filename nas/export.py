@@ -92,8 +92,6 @@ CHECK_SHAPES = ((2, 3, 64, 96), (1, 3, 72, 100))
 second, different size (its batch is the example's when the batch dimension is static).
 Size-class networks (:func:`size_class`) and ``--input-size`` use :func:`parity_partner`'s
 second size instead."""
-SIZE_CLASS_HEADS = ("pyramid", "fast")
-"""Genotype heads whose graph follows the input size (a Laplacian pyramid ``max_levels`` deep)."""
 DEFAULT_TOL = 1e-4
 """Largest max abs difference from the eager model accepted by the check (``--tol``)."""
 
@@ -120,8 +118,7 @@ def size_class(resolved: Any) -> bool:
     W symbolic but guards on that structure, so the program takes the sizes whose pyramid
     matches the example's (e.g. the fast net exported at 768 x 1024 runs 514 x 700 to
     1000 x 1000): export it at the deployment size (``--input-size``)."""
-    g = getattr(resolved, "genotype", None)
-    return g is not None and getattr(g.arch, "head", "crmef") in SIZE_CLASS_HEADS
+    return bool(resolved.pyramid_blend)
 
 
 def parity_partner(h: int, w: int) -> tuple[int, int]:

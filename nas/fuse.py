@@ -187,9 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"{args.tile} px approximate that (use --tile 0 if memory allows)",
                         file=sys.stderr,
                     )
+            # a pyramid blend spans the whole image: tiles would each build their own
+            tile = 0 if resolved.pyramid_blend else args.tile
             t0 = time.perf_counter()
             res = fuse_images_info(
-                model, images, args.tile, args.overlap, rule=rule, names=names, device=device
+                model, images, tile, args.overlap, rule=rule, names=names, device=device
             )
         save_image(res.image, out, protected=inputs)
     except (

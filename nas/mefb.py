@@ -239,7 +239,7 @@ def _fuse_one(
     if r.classical:
         return r.model.fuse(under, over), False
     H, W = under.shape[-2:]
-    tiled = tile > 0 and H * W > tile_above_px and max(H, W) > tile
+    tiled = not r.pyramid_blend and tile > 0 and H * W > tile_above_px and max(H, W) > tile
     out = fuse_pair(net, under, over, tile if tiled else 0, overlap, device=dev)
     return out, tiled
 

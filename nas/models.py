@@ -78,6 +78,14 @@ class ResolvedModel:
         info = self.registry_info
         return bool(info is not None and info.misaligned)
 
+    @property
+    def pyramid_blend(self) -> bool:
+        """The network blends a Laplacian pyramid of the whole image (a genotype whose head is
+        in :data:`nas.space.PYRAMID_HEADS`): it runs whole, never in tiles."""
+        from nas.space import PYRAMID_HEADS
+
+        return self.genotype is not None and self.genotype.arch.head in PYRAMID_HEADS
+
     def module(self) -> nn.Module:
         """``model`` as an ``nn.Module`` (a classical method wrapped, parameter-free)."""
         return self.model.as_module() if self.classical else self.model

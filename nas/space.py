@@ -40,6 +40,9 @@ DRM_SLOTS: tuple[str, ...] = ("drm.0", "drm.1", "drm.2", "drm.3")
 
 RELIGHT_MODES = ("multiply", "divide")
 HEADS = ("crmef", "pyramid", "fast")
+PYRAMID_HEADS = ("pyramid", "fast")
+"""Heads that blend a Laplacian pyramid of the whole image: a net with one must run whole (tiles
+would each build their own pyramid), and its exported graph follows the pyramid's shape."""
 SCALES = (1, 2, 4, 8, 16)
 CHOOSABLE = ("scale", "channels", "head")
 """The :class:`ArchConfig` fields a space may search (its ``choices``), in variant order."""

@@ -40,7 +40,13 @@ Networks with *global* operations are handled as follows:
   within the receptive-field tolerance above (above it, the statistics are approximate);
 * attention and coordinate pooling over the whole image (LCNDR): each tile sees only itself;
   the tiled result approximates the whole-image one (``python -m nas.fuse`` prints a note).
-  Use ``tile=0`` (or a tile larger than the image) when memory allows.
+  Use ``tile=0`` (or a tile larger than the image) when memory allows;
+* a Laplacian-pyramid blend of the whole image (genotypes with a ``pyramid`` or ``fast`` head,
+  :attr:`nas.models.ResolvedModel.pyramid_blend`): each tile would build its own pyramid and
+  its own coarse weights (``tests/test_fuse.py`` shows the shipped fast net's tiles differ), so
+  ``python -m nas.fuse`` and the MEFB protocol run them whole, as Mertens. The fast head's
+  body runs at 1/2 to 1/16 scale, so its memory stays small; a pyramid head's full-size body
+  needs memory in proportion to the image.
 
 More than two exposures (``rule``)
 ----------------------------------

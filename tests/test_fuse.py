@@ -250,3 +250,25 @@ def test_fuse_classical_sequence_equals_fuse_sequence() -> None:
     # OpenCV's threaded pyramid may round differently run to run (last float bits)
     expected = Mertens().fuse_sequence([dark, mid, bright])
     assert torch.allclose(res.image, expected, atol=1e-5)
+
+
+FAST_NET = Path(__file__).resolve().parents[1] / "results/mefb/models/searched-fast-eta0.03.pt"
+
+
+def test_cli_runs_a_pyramid_blend_whole(tmp_path: Path, exposures) -> None:
+    """A fast-head net blends a pyramid of the whole image: asked for tiles smaller than the
+    image, the CLI still fuses it whole (tiles would each build their own pyramid)."""
+    from nas.models import resolve_model
+    from nas.tiling import fuse_pair
+
+    resolved = resolve_model(FAST_NET)
+    assert resolved.pyramid_blend and not resolve_model("crmef-general").pyramid_blend
+    out = tmp_path / "fused.png"
+    argv = ["--model", str(FAST_NET), *map(str, exposures[:2]), "--out", str(out)]
+    assert fuse.main([*argv, "--tile", "32", "--overlap", "16", "--device", "cpu"]) == 0
+    under, over = (load_image(p).unsqueeze(0) for p in exposures[:2])
+    net = resolved.model.eval()
+    whole = fuse_pair(net, under, over, 0, 0)[0]
+    tiled = fuse_pair(net, under, over, 32, 16)[0]
+    assert (tiled - whole).abs().max() > 0.01  # what tiling would have done
+    assert (load_image(out) - whole).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit rounding only
