@@ -46,7 +46,9 @@ keeps H and W symbolic but guards on that structure (range guards: the depth is 
 comparisons, and the pyramid's crops gather instead of slicing while exporting), so the program
 takes the sizes whose pyramid matches the example's. Export such a net at its deployment size
 (``--input-size``); its second check size is :func:`parity_partner`'s (one pixel off per side,
-same half size), and the report says so (``size_class``). ONNX keeps no guards: with dynamic
+same half size), and the report says so (``size_class``) and which heights and widths the
+program's guards take (``accepts``, :func:`accepted_sizes`: bisected with meta tensors, so
+nothing is computed). ONNX keeps no guards: with dynamic
 H and W, a size with another pyramid would run the example's and differ from the eager net (the
 fast net exported at 768 x 1024, run at 1080 x 1920: max abs difference 0.0026) instead of
 refusing, so the ONNX file of such a net has a fixed H x W (batch dynamic), and ONNX Runtime
@@ -273,7 +275,62 @@ def _write_torch_export(resolved: Any, out: Path, example: tuple[int, ...]) -> A
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No complete tensor found")
         loaded = torch.export.load(out)
-    return loaded.module(), program_dynamic_dims(program), {}
+    run = loaded.module()
+    info = {}
+    if size_class(resolved):
+        accepts = accepted_sizes(run, example[-2], example[-1])
+        if accepts is not None:
+            info["accepts"] = accepts  # {"height": [first, last or None], "width": [...]}
+    return run, program_dynamic_dims(program), info
+
+
+def _passes_guards(run: Any, h: int, w: int) -> bool:
+    """Whether an exported program's shape guards take a ``(1, 3, h, w)`` pair. Probed with meta
+    tensors: the guards run first, then the first operation stops at a weight on another
+    device, so nothing is computed."""
+    x = torch.empty(1, 3, h, w, device="meta")
+    try:
+        run(x, x)
+    except AssertionError as e:
+        if "Guard failed" in str(e):
+            return False
+        raise
+    except Exception:  # noqa: BLE001 - past the guards: meta inputs stop the computation
+        return True
+    return True
+
+
+def accepted_sizes(run: Any, h: int, w: int, reach: int = 8) -> dict[str, list[int | None]] | None:
+    """The heights (at width ``w``) and widths (at height ``h``) an exported program takes.
+
+    Each side is bisected between 8 and ``reach`` times the example's, the other side held:
+    the guards of a pyramid net are ranges (depth, coarse sizes, border mode), so the sizes
+    one side can take form one interval; ``None`` as its upper end where ``reach`` times the
+    example passes (e.g. the long side, while the short one sets the depth). ``None`` in all
+    when the example itself does not pass (the probe cannot tell)."""
+
+    def passes(n: int, axis: int) -> bool:
+        return _passes_guards(run, n, w) if axis == 0 else _passes_guards(run, h, n)
+
+    out: dict[str, list[int | None]] = {}
+    for axis, name, n0 in ((0, "height", h), (1, "width", w)):
+        if not passes(n0, axis):
+            return None
+        lo, hi = 8, n0  # smallest passing in [lo, hi]
+        if passes(lo, axis):
+            hi = lo
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if passes(mid, axis) else (mid, hi)
+        first, last = hi, None
+        if not passes(reach * n0, axis):
+            lo, hi = n0, reach * n0  # largest passing in [lo, hi)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if passes(mid, axis) else (lo, mid)
+            last = lo
+        out[name] = [first, last]
+    return out
 
 
 def _write_onnx(resolved: Any, out: Path, example_shape: tuple[int, ...]) -> Any:
@@ -515,6 +572,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if "size_class" in result:
         print(f"  note: {result['size_class']}")
+    if "accepts" in result:
+        (h0, h1), (w0, w1) = result["accepts"]["height"], result["accepts"]["width"]
+        h, w = result["checks"][0]["shape"][-2:]
+        print(
+            f"  takes: height {h0} to {h1 or 'any'} at width {w}; "
+            f"width {w0} to {w1 or 'any'} at height {h}"
+        )
     return 0
 
 

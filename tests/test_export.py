@@ -127,6 +127,19 @@ def test_fast_head_net_exports_at_a_deployment_size(tmp_path: Path, capsys) -> N
     u, o = _pair((3, 3, 47, 80), seed=9)  # a third size of the same pyramid shape
     with torch.no_grad():
         assert (program(u, o) - eager(u, o)).abs().max().item() < 1e-5
+    # the probed ranges are the sizes the program takes: their ends run, one past them fails
+    (h0, h1), (w0, w1) = report["accepts"]["height"], report["accepts"]["width"]
+    assert f"takes: height {h0} to {h1 or 'any'} at width 80" in printed
+    assert h0 <= 47 and h1 >= 48 and w0 <= 79 and (w1 is None or w1 >= 80)
+    for h, w, runs in [(h0, 80, True), (h1, 80, True), (h0 - 1, 80, False), (h1 + 1, 80, False)]:
+        assert export._passes_guards(program, h, w) is runs, (h, w)
+        if runs:
+            u, o = _pair((1, 3, h, w), seed=h)
+            with torch.no_grad():
+                assert (program(u, o) - eager(u, o)).abs().max().item() < 1e-5
+        else:
+            with pytest.raises(AssertionError, match="Guard failed"):
+                program(*_pair((1, 3, h, w)))
 
 
 def test_cli_export_and_failure_report(tmp_path: Path, monkeypatch, capsys) -> None:
